@@ -1,0 +1,86 @@
+# The user interface. `make pretrain` runs every stage on a sample corpus it builds
+# itself; `make test` runs the test suite. Every stage takes CONFIG=file.yaml and
+# ARGS="key=value ...", e.g.  make dedup ARGS="minhash.threshold=0.7"
+
+PYTHON     ?= python3
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+CONFIG     ?=
+ARGS       ?=
+PYTEST_ARGS ?=
+
+# Default outputs of each stage; a stage is complete when its manifest exists.
+SAMPLE_DIR ?= data/sample
+DEDUP_DIR  ?= data/dedup
+TOKENS_DIR ?= data/tokens
+
+SAMPLE_DONE := $(SAMPLE_DIR)/manifest.json
+DEDUP_DONE  := $(DEDUP_DIR)/manifest.json
+TOKENS_DONE := $(TOKENS_DIR)/manifest.json
+
+# With a custom CONFIG the upstream stage is the user's business, not the demo's.
+upstream = $(if $(CONFIG),,$(1))
+config_flag = $(if $(CONFIG),--config $(CONFIG),)
+
+.PHONY: help setup test test-fast corpus dedup tokenize pretrain stats coord-check mup-sweep bench clean
+
+help:
+	@echo "make setup      create .venv (torch pinned by TORCH_SPEC=$(TORCH_SPEC)), install the project"
+	@echo "make test       run the test suite"
+	@echo "make corpus     build the sample corpus in $(SAMPLE_DIR)"
+	@echo "make dedup      normalize, filter, MinHash-LSH dedup -> $(DEDUP_DIR)"
+	@echo "make tokenize   GPT-2 BPE, split, pack 2048/8192 Arrow shards -> $(TOKENS_DIR)"
+	@echo "make pretrain   train the demo BTLM (runs every earlier stage if needed)"
+	@echo "make stats      shard statistics of $(TOKENS_DIR)"
+	@echo "Options: CONFIG=path.yaml ARGS=\"key=value ...\""
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# --- stages -------------------------------------------------------------------------
+
+$(SAMPLE_DONE): | setup
+	$(PY) -m pipeline.corpus
+
+$(DEDUP_DONE): $(SAMPLE_DONE)
+	$(PY) -m pipeline.dedup
+
+$(TOKENS_DONE): $(DEDUP_DONE)
+	$(PY) -m pipeline.tokenize
+
+corpus: setup
+	$(PY) -m pipeline.corpus $(config_flag) $(ARGS)
+
+dedup: setup $(call upstream,$(SAMPLE_DONE))
+	$(PY) -m pipeline.dedup $(config_flag) $(ARGS)
+
+tokenize: setup $(call upstream,$(DEDUP_DONE))
+	$(PY) -m pipeline.tokenize $(config_flag) $(ARGS)
+
+pretrain: setup $(call upstream,$(TOKENS_DONE))
+	$(PY) -m train.pretrain $(config_flag) $(ARGS)
+
+stats: setup $(call upstream,$(TOKENS_DONE))
+	$(PY) -m pipeline.stats $(if $(CONFIG),$(CONFIG),$(TOKENS_DIR)) $(ARGS)
+
+coord-check: setup
+	$(PY) -m train.coord_check $(config_flag) $(ARGS)
+
+mup-sweep: setup $(call upstream,$(TOKENS_DONE))
+	$(PY) -m train.mup_sweep $(config_flag) $(ARGS)
+
+clean:
+	rm -rf data runs

@@ -1,0 +1,1 @@
+"""BTLM: GPT-2-style decoder with SwiGLU, ALiBi and muP."""

@@ -1,0 +1,384 @@
+"""Streaming corpus I/O in SlimPajama's layout.
+
+A corpus root holds one sub-folder per source (or per chunk, as SlimPajama ships it);
+each folder holds ``.jsonl``, ``.jsonl.zst`` or ``.parquet`` files of records shaped
+``{"text": str, "meta": {"redpajama_set_name": str, ...}}``. Files lying directly in the
+root belong to a folder named after the root itself.
+
+Reading is streaming (memory does not grow with corpus size) and never stops on bad
+input: each bad record (or the unreadable rest of a file) comes out as a ``Rejected``
+item with file, line and reason, in order with the good ``Document`` items around it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Union
+
+import zstandard
+
+FORMATS = {".jsonl": "jsonl", ".jsonl.zst": "jsonl.zst", ".parquet": "parquet"}
+RAW_PREVIEW_CHARS = 1000  # how much of a bad record the quarantine keeps
+_READ_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    folder: str  # sub-folder of the corpus root this file belongs to
+    name: str  # path relative to that folder, POSIX separators
+    path: Path
+    format: str  # "jsonl" | "jsonl.zst" | "parquet"
+
+    @property
+    def label(self) -> str:
+        """``<folder>/<name>``: the prefix of every document id in this file."""
+        return f"{self.folder}/{self.name}"
+
+
+@dataclass
+class Document:
+    id: str  # "<folder>/<file name>:<line from 1>" (row number from 1 for parquet)
+    source: str  # meta.redpajama_set_name when present, else the folder name
+    folder: str
+    text: str
+    record: dict[str, Any]  # the full record as read (text, meta and any other keys)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.text.encode("utf-8"))
+
+
+@dataclass
+class Rejected:
+    id: str
+    source: str
+    file: str  # "<folder>/<file name>"
+    line: int  # 0 when the reason concerns the whole file
+    reason: str
+    raw: str = ""  # first RAW_PREVIEW_CHARS of the offending bytes, decoded leniently
+    nbytes: int = 0  # size of the offending record in bytes (what the ledger counts)
+
+
+Item = Union[Document, Rejected]
+
+
+def file_format(path: Path) -> str | None:
+    name = path.name
+    for suffix, fmt in sorted(FORMATS.items(), key=lambda kv: -len(kv[0])):
+        if name.endswith(suffix):
+            return fmt
+    return None
+
+
+def list_source_files(root: str | Path) -> list[SourceFile]:
+    """Every readable corpus file under ``root``, sorted by (folder, name)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"corpus root {root} is not a directory")
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
+        for filename in sorted(filenames):
+            path = Path(dirpath) / filename
+            fmt = file_format(path)
+            if fmt is None:
+                continue
+            rel = path.relative_to(root)
+            if len(rel.parts) == 1:
+                folder, name = root.resolve().name, rel.as_posix()
+            else:
+                folder, name = rel.parts[0], Path(*rel.parts[1:]).as_posix()
+            files.append(SourceFile(folder, name, path, fmt))
+    files.sort(key=lambda f: (f.folder, f.name))
+    return files
+
+
+def read_corpus(root: str | Path) -> Iterator[Item]:
+    for source_file in list_source_files(root):
+        yield from iter_file(source_file)
+
+
+def iter_file(sf: SourceFile) -> Iterator[Item]:
+    """Documents and rejections of one file, in file order."""
+    try:
+        if sf.path.stat().st_size == 0:
+            yield _reject(sf, 0, "empty file")
+            return
+    except OSError as exc:
+        yield _reject(sf, 0, f"cannot open file: {exc}")
+        return
+    if sf.format == "parquet":
+        yield from _iter_parquet(sf)
+    else:
+        yield from _iter_jsonl(sf)
+
+
+# --- JSONL ------------------------------------------------------------------------
+
+
+def _iter_jsonl(sf: SourceFile) -> Iterator[Item]:
+    line_no = 0
+    seen_record = False
+    try:
+        chunks = _zstd_chunks(sf.path) if sf.format == "jsonl.zst" else _plain_chunks(sf.path)
+        for line_no, raw in _split_lines(chunks):
+            if not raw.strip():
+                continue  # blank lines are not records
+            seen_record = True
+            yield _parse_json_line(sf, line_no, raw)
+    except _TruncatedStream as exc:
+        seen_record = True
+        yield _reject(sf, line_no + 1, f"truncated or corrupt zstd stream after line {line_no}: {exc}", exc.tail)
+    except OSError as exc:
+        seen_record = True
+        yield _reject(sf, line_no + 1, f"read error after line {line_no}: {exc}")
+    if not seen_record:
+        yield _reject(sf, 0, "empty file (no records)")
+
+
+class _TruncatedStream(Exception):
+    def __init__(self, message: str, tail: bytes = b""):
+        super().__init__(message)
+        self.tail = tail
+
+
+def _plain_chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_READ_CHUNK):
+            yield chunk
+
+
+def _zstd_chunks(path: Path) -> Iterator[bytes]:
+    """Decompress every frame of a .zst file; raise _TruncatedStream if it ends mid-frame.
+
+    zstandard's stream_reader returns silently at a truncated end, so frames are
+    driven by hand to notice the cut and quarantine the rest of the file.
+    """
+    dctx = zstandard.ZstdDecompressor()
+    with open(path, "rb") as fh:
+        dobj = dctx.decompressobj()
+        pending = b""
+        frame_open = False
+        while True:
+            data = pending or fh.read(_READ_CHUNK)
+            pending = b""
+            if not data:
+                break
+            try:
+                out = dobj.decompress(data)
+            except zstandard.ZstdError as exc:
+                raise _TruncatedStream(f"zstd error: {exc}") from None
+            if out:
+                yield out
+            if dobj.eof:  # frame finished: start a new one on what is left
+                pending = dobj.unused_data
+                dobj = dctx.decompressobj()
+                frame_open = False
+            else:
+                frame_open = True
+        if frame_open:
+            raise _TruncatedStream("stream ends inside a zstd frame")
+
+
+def _split_lines(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
+    """(line number from 1, line bytes without newline) across chunk borders."""
+    line_no = 0
+    carry = b""
+    try:
+        for chunk in chunks:
+            buf = carry + chunk if carry else chunk
+            lines = buf.split(b"\n")
+            carry = lines.pop()
+            for line in lines:
+                line_no += 1
+                yield line_no, line
+    except _TruncatedStream as exc:
+        exc.tail = carry[:RAW_PREVIEW_CHARS]
+        raise
+    if carry:
+        yield line_no + 1, carry
+
+
+def _parse_json_line(sf: SourceFile, line_no: int, raw: bytes) -> Item:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _reject(sf, line_no, f"invalid UTF-8 at byte {exc.start}", raw)
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return _reject(sf, line_no, f"invalid JSON: {exc.msg} at column {exc.colno}", raw)
+    return _to_document(sf, line_no, record, raw)
+
+
+def _to_document(sf: SourceFile, line_no: int, record: Any, raw: bytes | str = b"") -> Item:
+    if not isinstance(record, dict):
+        return _reject(sf, line_no, f"record is a JSON {type(record).__name__}, not an object", raw)
+    meta = record.get("meta")
+    source = sf.folder
+    if isinstance(meta, dict) and isinstance(meta.get("redpajama_set_name"), str):
+        source = meta["redpajama_set_name"]
+    if "text" not in record:
+        return _reject(sf, line_no, "missing 'text' field", raw, source)
+    text = record["text"]
+    if not isinstance(text, str):
+        return _reject(sf, line_no, f"'text' is {type(text).__name__}, not a string", raw, source)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from JSON escapes such as "\ud800"
+        return _reject(sf, line_no, "'text' contains unpaired surrogates (not valid Unicode)", raw, source)
+    return Document(f"{sf.label}:{line_no}", source, sf.folder, text, record)
+
+
+def _reject(
+    sf: SourceFile, line_no: int, reason: str, raw: bytes | str = b"", source: str | None = None
+) -> Rejected:
+    if isinstance(raw, bytes):
+        nbytes = len(raw)
+        preview = raw[:RAW_PREVIEW_CHARS].decode("utf-8", errors="replace")
+    else:
+        nbytes = len(raw.encode("utf-8", errors="replace"))
+        preview = raw[:RAW_PREVIEW_CHARS]
+    return Rejected(
+        id=f"{sf.label}:{line_no}",
+        source=source or sf.folder,
+        file=sf.label,
+        line=line_no,
+        reason=reason,
+        raw=preview,
+        nbytes=nbytes,
+    )
+
+
+# --- Parquet ----------------------------------------------------------------------
+
+
+def _iter_parquet(sf: SourceFile) -> Iterator[Item]:
+    import pyarrow.parquet as pq
+
+    row = 0
+    try:
+        parquet = pq.ParquetFile(sf.path)
+        for batch in parquet.iter_batches(batch_size=1024):
+            for record in batch.to_pylist():
+                row += 1
+                yield _to_document(sf, row, record, json.dumps(record, default=str, ensure_ascii=False))
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        yield _reject(sf, row + 1, f"unreadable parquet after row {row}: {type(exc).__name__}: {exc}")
+        return
+    if row == 0:
+        yield _reject(sf, 0, "empty file (no rows)")
+
+
+# --- Quarantine -------------------------------------------------------------------
+
+
+class Quarantine:
+    """Append-only JSONL of rejected input, with counts per (source, reason)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "w", encoding="utf-8")
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def add(self, item: Rejected) -> None:
+        self._fh.write(json.dumps(asdict(item), ensure_ascii=False) + "\n")
+        key = (item.source, _reason_kind(item.reason))
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "Quarantine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _reason_kind(reason: str) -> str:
+    """The reason without record-specific details (for counting)."""
+    for sep in (" at ", " after ", ":"):
+        reason = reason.split(sep)[0]
+    return reason
+
+
+# --- Writing ----------------------------------------------------------------------
+
+
+@dataclass
+class ChunkWriter:
+    """Write records as ``<prefix>-00000.jsonl.zst`` chunks of at most ``max_bytes``.
+
+    ``max_bytes`` bounds the uncompressed JSONL bytes of a chunk (a single record larger
+    than the limit gets a chunk of its own). Each chunk is written under a temporary
+    name and renamed when complete, so a crash never leaves a partial chunk behind a
+    final name.
+    """
+
+    out_dir: Path
+    prefix: str = "chunk"
+    max_bytes: int = 64 << 20
+    level: int = 3
+    files: list[Path] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._fh: io.BufferedWriter | None = None
+        self._writer: Any = None
+        self._bytes = 0
+        self.records = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        if self._writer is not None and self._bytes + len(line) > self.max_bytes:
+            self._finish_chunk()
+        if self._writer is None:
+            self._start_chunk()
+        self._writer.write(line)
+        self._bytes += len(line)
+        self.records += 1
+
+    def _chunk_path(self) -> Path:
+        return self.out_dir / f"{self.prefix}-{len(self.files):05d}.jsonl.zst"
+
+    def _start_chunk(self) -> None:
+        self._fh = open(str(self._chunk_path()) + ".tmp", "wb")
+        self._writer = zstandard.ZstdCompressor(level=self.level).stream_writer(self._fh, closefd=False)
+        self._bytes = 0
+
+    def _finish_chunk(self) -> None:
+        assert self._writer is not None and self._fh is not None
+        self._writer.close()  # ends the zstd frame
+        self._fh.close()
+        final = self._chunk_path()
+        os.replace(str(final) + ".tmp", final)
+        self.files.append(final)
+        self._writer = self._fh = None
+
+    def close(self) -> list[Path]:
+        if self._writer is not None:
+            self._finish_chunk()
+        return list(self.files)
+
+    def __enter__(self) -> "ChunkWriter":
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._writer is not None:  # failed mid-chunk: leave no partial file behind
+            self._writer.close()
+            self._fh.close()  # type: ignore[union-attr]
+            Path(str(self._chunk_path()) + ".tmp").unlink(missing_ok=True)
+            self._writer = self._fh = None

@@ -1,0 +1,24 @@
+"""Shared fixtures: one local Ray per test session, paths to the test corpora."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_DATA = REPO / "tests" / "data"
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One embedded Ray instance for the whole test session (stages reuse it)."""
+    import ray
+
+    from pipeline.ray_runtime import init_ray
+
+    os.environ.pop("RAY_ADDRESS", None)
+    init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
