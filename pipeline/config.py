@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -104,15 +105,14 @@ def from_dict(cls: type[T], data: dict[str, Any], origin: str = "<dict>", prefix
     unknown = sorted(set(data) - set(fields))
     if unknown:
         known = ", ".join(sorted(fields))
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"{origin}: unknown key {where}{unknown[0]!r} (known keys here: {known})")
+        raise ConfigError(f"{origin}: unknown key {prefix + unknown[0]!r} (known keys here: {known})")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, origin, f"{prefix}{name}")
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a required field is missing
-        raise ConfigError(f"{origin}: {prefix or cls.__name__}: {exc}") from None
+        raise ConfigError(f"{origin}: {prefix.rstrip('.') or cls.__name__}: {exc}") from None
     except ValueError as exc:  # __post_init__ validation
         raise ConfigError(f"{origin}: {prefix.rstrip('.') or cls.__name__}: {exc}") from None
 
@@ -170,6 +170,8 @@ def _coerce(tp: Any, value: Any, origin: str, key: str) -> Any:
         if isinstance(value, bool):
             return value
         raise fail()
+    if tp in (int, float) and isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+        value = float(value)  # PyYAML (YAML 1.1) reads 1e6 as a string, not a number
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -189,6 +191,9 @@ def _coerce(tp: Any, value: Any, origin: str, key: str) -> Any:
             return value
         raise fail()
     return value
+
+
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _type_name(tp: Any) -> str:

@@ -211,7 +211,7 @@ def _parse_json_line(sf: SourceFile, line_no: int, raw: bytes) -> Item:
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
-        return _reject(sf, line_no, f"invalid JSON: {exc.msg} at column {exc.colno}", raw)
+        return _reject(sf, line_no, f"invalid JSON: {exc.msg} (column {exc.colno})", raw)
     return _to_document(sf, line_no, record, raw)
 
 

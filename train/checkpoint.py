@@ -1,0 +1,159 @@
+"""Checkpoints without pickle: the model in the Hugging Face layout (via the model package),
+optimizer tensors in safetensors, everything else in JSON.
+
+Layout of ``checkpoints/step-00000123/``::
+
+    config.json, model.safetensors   the model (BTLMLMHeadModel.from_pretrained loads it)
+    optimizer.safetensors            AdamW moments and step counts, keyed state.<param>.<name>
+    rng-rank<r>.safetensors          torch RNG states of each rank
+    trainer_state.json               step, tokens, data positions, schedule, optimizer
+                                     hyper-parameters, python/numpy RNG, resolved config
+
+A checkpoint is written into a hidden temporary folder and renamed when complete, so
+``step-*`` folders are always whole; ``trainer_state.json`` is written last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+STATE_NAME = "trainer_state.json"
+OPTIMIZER_NAME = "optimizer.safetensors"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def complete_checkpoints(folder: str | Path) -> list[Path]:
+    """Complete checkpoints in ``folder``, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for child in folder.iterdir():
+        match = _STEP_DIR.match(child.name)
+        if match and (child / STATE_NAME).is_file():
+            found.append((int(match.group(1)), child))
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    found = complete_checkpoints(folder)
+    return found[-1] if found else None
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """Split an optimizer state dict into named tensors and JSON-able group settings."""
+    state = optimizer.state_dict()
+    tensors = {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            tensor = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"state.{index}.{name}"] = tensor.detach().cpu().contiguous()
+    groups = []
+    for group in state["param_groups"]:
+        groups.append({k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()})
+    return tensors, groups
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, folder: Path, groups: list[dict[str, Any]]) -> None:
+    tensors = load_file(str(folder / OPTIMIZER_NAME))
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = tensor
+    current = optimizer.state_dict()["param_groups"]
+    if len(current) != len(groups) or any(len(a["params"]) != len(b["params"]) for a, b in zip(current, groups)):
+        raise ValueError(f"{folder}: optimizer groups do not match the model (different model config?)")
+    restored = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in groups]
+    optimizer.load_state_dict({"state": state, "param_groups": restored})
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{i}"] = s
+    py = random.getstate()
+    np_state = np.random.get_state()
+    plain = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+    }
+    return tensors, plain
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    if torch.cuda.is_available():
+        cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+    py = plain["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npy = plain["numpy"]
+    np.random.set_state((npy[0], np.array(npy[1], dtype=np.uint32), npy[2], npy[3], npy[4]))
+
+
+class CheckpointWriter:
+    """Writes complete checkpoints and keeps the newest ``keep_last``; rank-aware."""
+
+    def __init__(self, folder: str | Path, keep_last: int, rank: int, world_size: int, barrier):
+        self.folder = Path(folder)
+        self.keep_last = keep_last
+        self.rank = rank
+        self.world_size = world_size
+        self.barrier = barrier
+
+    def save(self, step: int, model, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
+        final = self.folder / step_dir_name(step)
+        tmp = self.folder / f".{step_dir_name(step)}.tmp"
+        if self.rank == 0:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        self.barrier()
+        tensors, plain_rng = rng_state()
+        save_file(tensors, str(tmp / f"rng-rank{self.rank}.safetensors"))
+        (tmp / f"rng-rank{self.rank}.json").write_text(json.dumps(plain_rng), encoding="utf-8")
+        self.barrier()
+        if self.rank == 0:
+            model.save_pretrained(str(tmp))
+            opt_tensors, groups = optimizer_tensors(optimizer)
+            save_file(opt_tensors, str(tmp / OPTIMIZER_NAME))
+            payload = {**state, "optimizer_groups": groups, "world_size": self.world_size}
+            (tmp / STATE_NAME).write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            self._prune()
+        self.barrier()
+        return final
+
+    def _prune(self) -> None:
+        for old in complete_checkpoints(self.folder)[: -self.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def read_state(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / STATE_NAME).read_text(encoding="utf-8"))
+
+
+def load_rng(folder: Path, rank: int) -> None:
+    """Restore this rank's RNG; a run resumed on a different world size reuses rank 0's."""
+    name = f"rng-rank{rank}" if (folder / f"rng-rank{rank}.safetensors").exists() else "rng-rank0"
+    tensors = load_file(str(folder / f"{name}.safetensors"))
+    plain = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+    restore_rng(tensors, plain)

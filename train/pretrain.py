@@ -1,0 +1,116 @@
+"""`make pretrain`: train a muP BTLM on packed token shards, phase by phase.
+
+    python -m train.pretrain --config configs/train/demo.yaml [key=value ...]
+    torchrun --nproc_per_node=2 -m train.pretrain --config ... (DDP; gloo on CPU, NCCL on GPU)
+
+Writes into run_dir (default runs/<config name>/): metrics.jsonl, checkpoints/step-*/,
+eval/*.json, plots/*.png and a sample generation.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from pipeline.config import stage_cli, to_json
+from train.config import TrainConfig, resolve_run_dir
+from train.data import ShardError
+from train.distributed import DistEnv, init_distributed, shutdown
+from train.trainer import NonFiniteError, Trainer, _write_json
+
+DEFAULT_CONFIG = "configs/train/demo.yaml"
+
+
+def long_context_eval(trainer: Trainer) -> dict[str, Any] | None:
+    """BTLM's loss-by-position figure on validation text longer than any training length."""
+    from train.evaluate import loss_by_position
+    from train.plots import plot_loss_by_position
+
+    c = trainer.config
+    longest = max(p.seq_len for p in c.phases)
+    shards = trainer.shards[(longest, c.data.validation_split)]
+    try:
+        result = loss_by_position(trainer.model, shards, c.eval.long_context_len, c.eval.long_context_sequences,
+                                  c.eval.long_context_buckets, c.eval.long_context_chunk, trainer.env.device,
+                                  trainer.autocast)
+    except ValueError as exc:
+        print(f"long-context evaluation skipped: {exc}", file=sys.stderr)
+        return None
+    result["train_seq_lens"] = sorted({p.seq_len for p in c.phases})
+    result["step"] = trainer.step
+    _write_json(trainer.run_dir / "eval" / "loss_by_position.json", result)
+    plot_loss_by_position(result, trainer.run_dir / "plots" / "loss_by_position.png")
+    return result
+
+
+def sample_generation(trainer: Trainer) -> dict[str, Any] | None:
+    s = trainer.config.sample
+    if not s.tokenizer or not Path(s.tokenizer).exists():
+        print(f"sample generation skipped: tokenizer {s.tokenizer!r} not found", file=sys.stderr)
+        return None
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(s.tokenizer)
+    prompt_ids = tokenizer.encode(s.prompt).ids
+    torch.manual_seed(trainer.config.seed)
+    model = trainer.model.eval()
+    with torch.no_grad(), trainer.autocast():
+        out = model.generate(torch.tensor([prompt_ids], device=trainer.env.device), max_new_tokens=s.max_new_tokens,
+                             temperature=s.temperature, top_k=s.top_k, eos_token_id=trainer.model_config.eos_token_id)
+    new_ids = out[0, len(prompt_ids):].tolist()
+    sample = {"step": trainer.step, "prompt": s.prompt, "completion": tokenizer.decode(new_ids),
+              "temperature": s.temperature, "top_k": s.top_k}
+    _write_json(trainer.run_dir / "eval" / "sample.json", sample)
+    return sample
+
+
+def finish(trainer: Trainer, summary: dict[str, Any]) -> None:
+    """Rank 0 only: long-context evaluation, plots, a sample, and where everything is."""
+    from train.metrics import read_metrics
+    from train.plots import plot_loss_curve
+
+    run_dir = trainer.run_dir
+    plot_loss_curve(read_metrics(run_dir / "metrics.jsonl"), run_dir / "plots" / "loss_curve.png")
+    long_context = long_context_eval(trainer)
+    sample = sample_generation(trainer)
+    final = {**summary, "loss_by_position": long_context is not None, "sample": sample}
+    _write_json(run_dir / "eval" / "final.json", final)
+    val = summary["eval"]["val_loss"]
+    print(f"\nfinished at step {summary['step']} ({summary['skipped_steps']} skipped)")
+    print("validation loss: " + ", ".join(f"seq {k}: {v:.3f}" for k, v in val.items()))
+    print(f"checkpoint:      {summary['checkpoint']}")
+    print(f"metrics:         {run_dir / 'metrics.jsonl'}")
+    print(f"evaluation:      {run_dir / 'eval'}/")
+    print(f"plots:           {run_dir / 'plots'}/ (loss_curve.png, loss_by_position.png)")
+    if sample is not None:
+        print(f"sample:          {run_dir / 'eval' / 'sample.json'}\n  {sample['prompt']}{sample['completion']!s}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config, args = stage_cli(TrainConfig, __doc__.splitlines()[0], DEFAULT_CONFIG, argv, prog="train.pretrain")
+    env: DistEnv = init_distributed()
+    run_dir = resolve_run_dir(config, args.config)
+    try:
+        if env.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.json").write_text(json.dumps(json.loads(to_json(config)), indent=1), encoding="utf-8")
+        trainer = Trainer(config, run_dir, env)
+        if trainer.resumed_from is not None and env.is_main:
+            print(f"resuming from {trainer.resumed_from} (step {trainer.step})")
+        summary = trainer.fit()
+        if env.is_main:
+            finish(trainer, summary)
+    except (ShardError, NonFiniteError) as exc:
+        print(f"train.pretrain: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutdown(env)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

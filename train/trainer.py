@@ -1,0 +1,292 @@
+"""The training loop: phases of packed sequences, AdamW over muP groups, accumulation,
+evaluation, checkpoints and failure handling. Parallelism, data, checkpoints and
+metrics live in their own modules; this one only wires them together."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.config import to_dict
+from train import checkpoint as ckpt
+from train.config import TrainConfig
+from train.data import PhaseStream, ShardSet, TrainBatches, open_shard_sets
+from train.distributed import DistEnv, barrier, mean_across
+from train.metrics import MetricsLog
+from train.schedule import lr_multiplier, phase_at, plan_phases
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+# bf16 dense peaks of common accelerators (TFLOP/s), for MFU when log.peak_tflops is null.
+_CUDA_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
+
+
+def build_model(config: TrainConfig, source: Path | None):
+    from model import BTLMConfig, BTLMLMHeadModel
+
+    if source is not None:
+        return BTLMLMHeadModel.from_pretrained(str(source))
+    model_config = BTLMConfig.from_yaml(config.model.config, overrides=config.model.overrides or None)
+    return BTLMLMHeadModel(model_config)
+
+
+def tokens_per_second_peak(config: TrainConfig, device: torch.device) -> float | None:
+    if config.log.peak_tflops:
+        return config.log.peak_tflops * 1e12
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, value in _CUDA_PEAK_TFLOPS.items():
+            if key in name:
+                return value * 1e12
+    return None
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, run_dir: str | Path, env: DistEnv):
+        self.config = config
+        self.env = env
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        self.plans = [p for p in plan_phases(config.phases, config.tokens_per_batch, config.total_tokens)]
+        self.total_steps = sum(p.steps for p in self.plans)
+
+        resume_from = ckpt.latest_checkpoint(self.ckpt_dir) if config.resume == "auto" else None
+        self.resumed_from = resume_from
+        source = resume_from or (Path(config.init_from) if config.init_from else None)
+        torch.manual_seed(config.seed)
+        self.model = build_model(config, source).to(env.device)
+        self.model_config = self.model.config
+        self.precision = self._precision()
+
+        seq_lens = sorted({p.seq_len for p in config.phases})
+        splits = [config.data.train_split, config.data.validation_split]
+        self.shards = open_shard_sets(
+            config.data.root, seq_lens, splits,
+            eos_id=self.model_config.eos_token_id, vocab_size=self.model_config.vocab_size,
+            tokenizer_sha256=config.data.tokenizer_sha256,
+        )
+        self.tokenizer_sha256 = next(iter(self.shards.values())).metadata.get("tokenizer_sha256")
+        self.batches = []
+        for plan in self.plans:
+            shards = self.shards[(plan.seq_len, config.data.train_split)]
+            stream = PhaseStream(len(shards), config.seed, plan.index)
+            self.batches.append(TrainBatches(
+                shards, stream, plan.rows_per_step, self.micro_rows(plan.seq_len),
+                env.rank, env.world_size, config.data.reset_attention_at_documents,
+            ))
+
+        groups = self.model.get_mup_param_groups(config.lr, config.weight_decay)
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps,
+                                           weight_decay=config.weight_decay)
+        self.lr_scales = [g.get("lr_scale", 1.0) for g in self.optimizer.param_groups]
+        self.step = 0
+        self.positions = [0] * len(self.plans)
+        self.bad_in_row = 0
+        self.skipped = 0
+        if resume_from is not None:
+            self._restore(resume_from)
+        self.wrapped = self._wrap(self.model)
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", env.is_main,
+                                  self.run_dir / "tensorboard" if config.log.tensorboard else None)
+        if resume_from is not None:
+            self.metrics.truncate_after(self.step)
+        self.writer = ckpt.CheckpointWriter(self.ckpt_dir, config.keep_last, env.rank, env.world_size,
+                                            lambda: barrier(env))
+        self.peak_flops = tokens_per_second_peak(config, env.device)
+
+    # --- set-up -----------------------------------------------------------------
+
+    def micro_rows(self, seq_len: int) -> int:
+        return max(self.config.micro_batch_tokens // seq_len, 1)
+
+    def _precision(self) -> str:
+        if self.config.precision == "auto":
+            return "bf16" if self.env.device.type == "cuda" else "fp32"
+        return self.config.precision
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.env.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _wrap(self, model):
+        if self.env.enabled and self.config.parallel == "ddp":
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.env.device.index] if self.env.device.type == "cuda" else None
+            model = DistributedDataParallel(model, device_ids=ids)
+        elif self.env.enabled and self.config.parallel == "fsdp":
+            raise NotImplementedError("parallel=fsdp is not implemented yet; use parallel=ddp")
+        if self.config.compile:
+            model = torch.compile(model)
+        return model
+
+    def _restore(self, folder: Path) -> None:
+        state = ckpt.read_state(folder)
+        if state.get("tokenizer_sha256") and self.tokenizer_sha256 and state["tokenizer_sha256"] != self.tokenizer_sha256:
+            raise ValueError(
+                f"checkpoint {folder} was trained on tokenizer {state['tokenizer_sha256']}, "
+                f"the shards in {self.config.data.root} use {self.tokenizer_sha256}"
+            )
+        if [p["seq_len"] for p in state["phases"]] != [p.seq_len for p in self.plans]:
+            raise ValueError(f"checkpoint {folder} has phases {state['phases']}, the config {self.config.phases}")
+        ckpt.load_optimizer(self.optimizer, folder, state["optimizer_groups"])
+        ckpt.load_rng(folder, self.env.rank)
+        self.step = state["step"]
+        self.positions = state["positions"]
+        self.bad_in_row = state["bad_steps_in_row"]
+        self.skipped = state["skipped_steps"]
+
+    # --- one optimizer step ----------------------------------------------------------
+
+    def set_lr(self, step: int) -> float:
+        c = self.config
+        tokens = (step + 1) * c.tokens_per_batch
+        mult = lr_multiplier(tokens, c.warmup_tokens, c.total_tokens, c.decay_to, c.schedule)
+        for group, scale in zip(self.optimizer.param_groups, self.lr_scales):
+            group["lr"] = c.lr * scale * mult
+        return c.lr * mult
+
+    def train_step(self) -> dict[str, Any]:
+        plan = phase_at(self.plans, self.step)
+        position = self.positions[plan.index]
+        t0 = time.perf_counter()
+        micro = self.batches[plan.index].step(position)
+        data_s = time.perf_counter() - t0
+        lr = self.set_lr(self.step)
+        loss_sum = torch.zeros((), dtype=torch.float32, device=self.env.device)
+        for i, mb in enumerate(micro):
+            ids = mb.input_ids.to(self.env.device, non_blocking=True)
+            seg = mb.segment_ids.to(self.env.device, non_blocking=True) if mb.segment_ids is not None else None
+            last = i == len(micro) - 1
+            sync = nullcontext() if last or not hasattr(self.wrapped, "no_sync") else self.wrapped.no_sync()
+            with sync:
+                with self.autocast():
+                    loss = self.wrapped(ids, labels=ids, segment_ids=seg, return_logits=False).loss / len(micro)
+                loss.backward()
+            loss_sum += loss.detach().float()
+        loss_value = float(mean_across(self.env, loss_sum))
+        max_norm = self.config.clip if self.config.clip > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        finite = math.isfinite(loss_value) and math.isfinite(grad_norm)
+        if finite:
+            self.optimizer.step()
+            self.bad_in_row = 0
+        else:
+            self.bad_in_row += 1
+            self.skipped += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.env.device.type == "cuda":
+            torch.cuda.synchronize()
+        step_s = time.perf_counter() - t0
+        record = {
+            "kind": "train", "step": self.step + 1, "tokens": (self.step + 1) * self.config.tokens_per_batch,
+            "loss": loss_value, "lr": lr, "grad_norm": grad_norm, "phase": plan.index, "seq_len": plan.seq_len,
+            "tokens_per_s": self.config.tokens_per_batch / step_s, "step_s": step_s, "data_s": data_s,
+            "skipped": not finite,
+        }
+        if self.peak_flops:
+            flops = self.model.flops_per_token(plan.seq_len) * record["tokens_per_s"] / self.env.world_size
+            record["mfu"] = flops / self.peak_flops
+        if not finite and self.bad_in_row >= self.config.max_bad_steps:
+            raise NonFiniteError(
+                f"{self.bad_in_row} consecutive non-finite steps (loss {loss_value}, grad norm {grad_norm}); "
+                f"last at step {self.step + 1}, phase {plan.index} (seq_len {plan.seq_len}), "
+                f"data position {position} of {self.config.data.root}/seq{plan.seq_len}/{self.config.data.train_split}"
+            )
+        self.positions[plan.index] = position + plan.rows_per_step
+        self.step += 1
+        return record
+
+    # --- evaluation and checkpoints ---------------------------------------------
+
+    def evaluate(self) -> dict[str, Any]:
+        from train.evaluate import validation_loss
+
+        c = self.config
+        result = {"kind": "eval", "step": self.step, "tokens": self.step * c.tokens_per_batch,
+                  "val_loss": {}, "val_perplexity": {}}
+        for seq_len in sorted({p.seq_len for p in c.phases}):
+            shards = self.shards[(seq_len, c.data.validation_split)]
+            out = validation_loss(self.model, shards, c.eval.tokens, self.micro_rows(seq_len), self.env,
+                                  self.autocast, c.data.reset_attention_at_documents)
+            result["val_loss"][str(seq_len)] = out["loss"]
+            result["val_perplexity"][str(seq_len)] = out["perplexity"]
+        if self.env.is_main:
+            path = self.run_dir / "eval" / f"val-{ckpt.step_dir_name(self.step)}.json"
+            _write_json(path, result)
+        self.metrics.write(result)
+        return result
+
+    def save(self) -> Path:
+        state = {
+            "step": self.step, "tokens": self.step * self.config.tokens_per_batch,
+            "positions": self.positions, "bad_steps_in_row": self.bad_in_row, "skipped_steps": self.skipped,
+            "phases": [{"index": p.index, "seq_len": p.seq_len, "first_step": p.first_step, "steps": p.steps,
+                        "rows_per_step": p.rows_per_step} for p in self.plans],
+            "lr_multiplier": lr_multiplier(self.step * self.config.tokens_per_batch, self.config.warmup_tokens,
+                                           self.config.total_tokens, self.config.decay_to, self.config.schedule),
+            "tokenizer_sha256": self.tokenizer_sha256, "config": to_dict(self.config),
+        }
+        return self.writer.save(self.step, self.model, self.optimizer, state)
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        c = self.config
+        last_step = self.total_steps if c.max_steps is None else min(self.total_steps, c.max_steps)
+        progress = None
+        if self.env.is_main and c.log.progress:
+            from tqdm import tqdm
+
+            progress = tqdm(total=last_step, initial=self.step, desc="pretrain", unit="step", dynamic_ncols=True)
+        last_eval = None
+        try:
+            while self.step < last_step:
+                record = self.train_step()
+                if self.step % max(c.log.every, 1) == 0 or self.step == last_step:
+                    self.metrics.write(record)
+                if progress is not None:
+                    postfix = {"loss": f"{record['loss']:.3f}", "lr": f"{record['lr']:.2e}",
+                               "tok/s": f"{record['tokens_per_s']:.0f}", "seq": record["seq_len"]}
+                    if "mfu" in record:
+                        postfix["mfu"] = f"{100 * record['mfu']:.1f}%"
+                    progress.set_postfix(postfix)
+                    progress.update(1)
+                if c.eval.every and self.step % c.eval.every == 0 and self.step < last_step:
+                    last_eval = self.evaluate()
+                if c.checkpoint_every and self.step % c.checkpoint_every == 0 and self.step < last_step:
+                    self.save()
+        finally:
+            if progress is not None:
+                progress.close()
+        if last_eval is None or last_eval["step"] != self.step:
+            last_eval = self.evaluate()
+        path = self.save()
+        return {"step": self.step, "checkpoint": str(path), "eval": last_eval, "skipped_steps": self.skipped}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
