@@ -40,14 +40,22 @@ from pipeline.normalize import clean_text, normalize_text  # noqa: E402
 
 
 def load_documents(corpus: Path, max_bytes: int) -> list[tuple[str, str]]:
-    docs, total = [], 0
+    """Documents taken round robin over the sources, up to ``max_bytes``."""
+    by_source: dict[str, list[str]] = {}
     for item in read_corpus(corpus):
         if isinstance(item, Document):
-            docs.append((item.source, item.text))
-            total += len(item.text.encode("utf-8", "surrogatepass"))
-            if total >= max_bytes:
-                break
-    return docs
+            by_source.setdefault(item.source, []).append(item.text)
+    docs, total = [], 0
+    queues = [iter(texts) for _, texts in sorted(by_source.items())]
+    while queues and total < max_bytes:
+        for queue in list(queues):
+            text = next(queue, None)
+            if text is None:
+                queues.remove(queue)
+                continue
+            docs.append(text)
+            total += len(text.encode("utf-8", "surrogatepass"))
+    return [("", text) for text in docs]
 
 
 def time_it(fn, texts, repeats: int) -> float:

@@ -213,7 +213,7 @@ def order_candidates(cands: list[Candidate], order: str, seed: int) -> list[Cand
         return sorted(cands, key=lambda c: (_hash(seed, tail_key(c.origin)), c.origin))
     rank: Counter[str] = Counter()
     keyed = []
-    for c in cands:  # cands are sorted by origin, so ranks are deterministic
+    for c in sorted(cands, key=lambda c: c.origin):  # ranks follow origin order
         fam = family_key(c.origin)
         keyed.append(((rank[fam], _hash(seed, fam), c.origin), c))
         rank[fam] += 1

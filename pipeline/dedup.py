@@ -199,20 +199,78 @@ def keep_rank(cfg: DuplicatesConfig, source: str, nbytes: int) -> int:
 _HASH_DTYPE = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("rank", "<i8"), ("local", "<i8")])
 
 
-def prepare_file(cfg: DedupStageConfig, work: Path, file_no: int, sf: SourceFile) -> dict:
-    """Read, normalize and filter one input file; write its document table."""
+_PREPARE_COLUMNS = ("id", "line", "source", "bytes", "status", "reason", "text", "record", "raw")
+_ROW_GROUP_BYTES = 16 << 20  # text buffered before a parquet row group is written
+
+
+def _prepare_schema():
     import pyarrow as pa
 
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("line", pa.int64()),
+            ("source", pa.string()),
+            ("bytes", pa.int64()),
+            ("status", pa.string()),
+            ("reason", pa.string()),
+            ("text", pa.large_string()),
+            ("record", pa.large_string()),
+            ("raw", pa.string()),
+        ]
+    )
+
+
+class _TableWriter:
+    """The per-file document table, streamed to parquet in row groups (bounded memory)."""
+
+    def __init__(self, path: Path):
+        import pyarrow.parquet as pq
+
+        self.path = path
+        self.tmp = _atomic_path(path)
+        self.schema = _prepare_schema()
+        self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+        self.cols: dict[str, list] = {k: [] for k in _PREPARE_COLUMNS}
+        self.buffered = 0
+        self.status: list[int] = []
+        self.lines: list[int] = []
+
+    def add(self, id_, line, source, nbytes, status, reason, text, record, raw) -> None:
+        for key, value in zip(_PREPARE_COLUMNS, (id_, line, source, nbytes, status, reason, text, record, raw)):
+            self.cols[key].append(value)
+        self.status.append(STATUS_CODES[status])
+        self.lines.append(line)
+        self.buffered += nbytes
+        if self.buffered >= _ROW_GROUP_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self.cols["id"]:
+            self.writer.write_table(pa.table(self.cols, schema=self.schema))
+        self.cols = {k: [] for k in _PREPARE_COLUMNS}
+        self.buffered = 0
+
+    def close(self) -> None:
+        self._flush()
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+
+
+def prepare_file(cfg: DedupStageConfig, work: Path, file_no: int, sf: SourceFile) -> dict:
+    """Read, normalize, filter and sign one input file; write its document table."""
     out = work / "prepare" / f"{_file_key(file_no)}.parquet"
     if out.exists():
         return json.loads((work / "prepare" / f"{_file_key(file_no)}.json").read_text())
     keep_filter = build_filter(cfg.filters)
-    cols: dict[str, list] = {k: [] for k in ("id", "line", "source", "bytes", "status", "reason", "text", "record", "raw")}
+    table = _TableWriter(out)
     hashes = []
     signer = _Signer(cfg)
     for local, item in enumerate(iter_file(sf)):
         if isinstance(item, Rejected):
-            _append(cols, item.id, item.line, item.source, item.nbytes, "rejected", item.reason, None, None, item.raw)
+            table.add(item.id, item.line, item.source, item.nbytes, "rejected", item.reason, None, None, item.raw)
             continue
         text = normalize_text(item.text) if cfg.normalize.enabled else item.text
         cleaned = clean_text(text)  # once: the short rule measures it, MinHash shingles it
@@ -222,45 +280,31 @@ def prepare_file(cfg: DedupStageConfig, work: Path, file_no: int, sf: SourceFile
         record["text"] = None  # the text lives in its own column
         line = int(item.id.rsplit(":", 1)[1])
         status = "filtered" if reason else "candidate"
-        _append(cols, item.id, line, item.source, nbytes, status, reason, text, json.dumps(record, ensure_ascii=False), None)
+        table.add(item.id, line, item.source, nbytes, status, reason, text, json.dumps(record, ensure_ascii=False), None)
         if status == "candidate":
             digest = xxhash.xxh3_128_digest(text.encode("utf-8"))
             hi, lo = int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little")
             hashes.append((hi, lo, keep_rank(cfg.duplicates, item.source, nbytes), local))
             signer.add(local, cleaned)
-    n = len(cols["id"])
+    n = len(table.status)
     signer.save(work / "prepare" / _file_key(file_no))
-    table = pa.table(
-        {
-            "id": pa.array(cols["id"], pa.string()),
-            "line": pa.array(cols["line"], pa.int64()),
-            "source": pa.array(cols["source"], pa.string()),
-            "bytes": pa.array(cols["bytes"], pa.int64()),
-            "status": pa.array(cols["status"], pa.string()),
-            "reason": pa.array(cols["reason"], pa.string()),
-            "text": pa.array(cols["text"], pa.large_string()),
-            "record": pa.array(cols["record"], pa.large_string()),
-            "raw": pa.array(cols["raw"], pa.string()),
-        }
-    )
     hash_rows = np.array(hashes, dtype=_HASH_DTYPE) if hashes else np.empty(0, dtype=_HASH_DTYPE)
     parts = (hash_rows["hi"] % np.uint64(cfg.run.partitions)).astype(np.int64)
     save_npz(
         work / "prepare" / f"{_file_key(file_no)}.hash.npz",
         **{_part(p): hash_rows[parts == p] for p in range(cfg.run.partitions)},
     )
-    status_codes = np.array([STATUS_CODES[s] for s in cols["status"]], dtype=np.int8)
     ranks = np.zeros(n, dtype=np.int64)
     ranks[hash_rows["local"]] = hash_rows["rank"]
     save_npz(
         work / "prepare" / f"{_file_key(file_no)}.meta.npz",
-        status=status_codes,
+        status=np.array(table.status, dtype=np.int8),
         rank=ranks,
-        line=np.array(cols["line"], dtype=np.int64),
+        line=np.array(table.lines, dtype=np.int64),
     )
     summary = {"file_no": file_no, "docs": n}
     save_json(work / "prepare" / f"{_file_key(file_no)}.json", summary)
-    save_parquet(out, table)  # last: its presence marks the task done
+    table.close()  # last: the table's presence marks the task done
     return summary
 
 
@@ -298,14 +342,6 @@ class _Signer:
         save_npy(Path(f"{stem}.sig.npy"), np.concatenate(self.sigs) if self.sigs else np.empty((0, k), dtype=np.uint32))
         save_npy(Path(f"{stem}.sigvalid.npy"), np.concatenate(self.valid) if self.valid else np.empty(0, dtype=bool))
         save_npy(Path(f"{stem}.siglocal.npy"), np.array(self.local, dtype=np.int64))
-
-
-def _append(cols: dict[str, list], id_, line, source, nbytes, status, reason, text, record, raw) -> None:
-    for key, value in zip(
-        ("id", "line", "source", "bytes", "status", "reason", "text", "record", "raw"),
-        (id_, line, source, nbytes, status, reason, text, record, raw),
-    ):
-        cols[key].append(value)
 
 
 # --- 2. exact duplicates ---------------------------------------------------------------
@@ -481,37 +517,36 @@ def write_file(cfg: DedupStageConfig, work: Path, file_no: int, sf: SourceFile, 
     kept_all = load_npy(work / "components" / "kept.npy", mmap=True)
     kept = np.array(kept_all[lo_id:hi_id])
     kind = np.array(load_npy(work / "components" / "kind.npy", mmap=True)[lo_id:hi_id])
-    table = pq.read_table(work / "prepare" / f"{_file_key(file_no)}.parquet")
-    ids = table.column("id").to_pylist()
-    sources = table.column("source").to_pylist()
-    nbytes = table.column("bytes").to_pylist()
-    status = table.column("status").to_pylist()
-    reasons = table.column("reason").to_pylist()
-    texts = table.column("text").to_pylist()
-    records = table.column("record").to_pylist()
     lines = _LineLookup(work, offsets, labels)
-    out_status, out_reason, cluster, kept_id = [], [], [], []
+    ids, sources, nbytes, out_status, out_reason, cluster, kept_id = [], [], [], [], [], [], []
     counts: dict[str, dict[str, int]] = {}
     prefix = _chunk_prefix(sf)
+    i = 0
+    table = pq.ParquetFile(work / "prepare" / f"{_file_key(file_no)}.parquet")
     with ChunkWriter(Path(cfg.output) / "corpus" / sf.folder, prefix=prefix, max_bytes=cfg.run.chunk_bytes) as writer:
-        for i in range(len(ids)):
-            st, reason, cid, kid = status[i], reasons[i], None, None
-            if st == "candidate":
-                k = int(kept[i])
-                cid = k
-                kid = ids[i] if k == lo_id + i else lines.id_of(k)
-                if k == lo_id + i:
-                    st, reason = "kept", None
-                    record = json.loads(records[i])
-                    record["text"] = texts[i]
-                    writer.write(record)
-                else:
-                    st, reason = "duplicate", "exact" if kind[i] == 1 else "near"
-            out_status.append(st)
-            out_reason.append(reason)
-            cluster.append(cid)
-            kept_id.append(kid)
-            add_row(counts, sources[i], nbytes[i], st, reason)
+        for batch in table.iter_batches(batch_size=1024):  # one batch of texts in memory at a time
+            b = batch.to_pydict()
+            for j in range(len(b["id"])):
+                st, reason, cid, kid = b["status"][j], b["reason"][j], None, None
+                if st == "candidate":
+                    k = int(kept[i])
+                    cid = k
+                    if k == lo_id + i:
+                        st, reason, kid = "kept", None, b["id"][j]
+                        record = json.loads(b["record"][j])
+                        record["text"] = b["text"][j]
+                        writer.write(record)
+                    else:
+                        st, reason, kid = "duplicate", "exact" if kind[i] == 1 else "near", lines.id_of(k)
+                ids.append(b["id"][j])
+                sources.append(b["source"][j])
+                nbytes.append(b["bytes"][j])
+                out_status.append(st)
+                out_reason.append(reason)
+                cluster.append(cid)
+                kept_id.append(kid)
+                add_row(counts, b["source"][j], b["bytes"][j], st, reason)
+                i += 1
     ledger = pa.table(
         {
             "id": pa.array(ids, pa.string()),

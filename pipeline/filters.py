@@ -7,18 +7,21 @@ went. ``build_filter`` turns a ``FilterConfig`` into one callable
 ``(text, source) -> None | reason`` that applies the rules chosen for each source,
 in the configured order, and returns the first reason.
 
-Words are whitespace-separated tokens (``str.split()``), which keeps every rule linear
-in the text and cheap enough to run on every document. The repetition rule compares
-n-grams through 64-bit hashes of their words (equal n-grams always agree; a false
-match between different n-grams has probability about 2^-64 per pair).
+Words are whitespace-separated tokens (``str.split()``); Gopher's word counts, mean
+word length and stop words use the words of SlimPajama's ``clean_text`` (lowercase, no
+ASCII punctuation). Every rule is linear in the text (plus small sorts) and cheap
+enough to run on every document. The repetition rule compares n-grams through 64-bit
+hashes of their words (equal n-grams always agree; a false match between different
+n-grams has probability about 2^-64 per pair).
 """
 
 from __future__ import annotations
 
 import re
-import string
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import filterfalse
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -104,16 +107,37 @@ def short_rule(text: str, cfg: ShortRule, cleaned: Optional[str] = None) -> Opti
 
 # --- Gopher quality (Rae et al. 2021, thresholds as in datatrove) ---------------------
 
-# ASCII punctuation plus the common Unicode quotes, dashes and ellipsis.
-_PUNCTUATION = string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00ab\u00bb\u00b7\u2022"
-_LETTER = re.compile(r"[^\W\d_]")
+_LETTER = re.compile(r"[^\W\d_]")  # word characters that are not digits or "_"
+# Patterns anchored on a literal "\n" (searched in "\n" + text) run several times
+# faster than "^" with re.MULTILINE.
+_NON_BLANK_LINE = re.compile(r"\n[^\S\n]*\S")
+_ELLIPSIS_LINE = re.compile(r"(?:\.\.\.|\u2026)[^\S\n]*(?=\n)")
 
 
-def gopher_quality_rule(text: str, cfg: GopherQualityRule, words: Optional[Sequence[str]] = None) -> Optional[str]:
-    """Gopher's document quality heuristics; the reason names the failed check."""
-    words = text.split() if words is None else words
-    stripped = [w.strip(_PUNCTUATION) for w in words]
-    content = [w for w in stripped if w]  # words that are not only punctuation
+@lru_cache(maxsize=16)
+def _bullet_line(bullets: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(r"\n[^\S\n]*(?:" + "|".join(map(re.escape, bullets)) + ")")
+
+
+def _words_without_letter(words: Sequence[str]) -> int:
+    others = list(filterfalse(str.isalpha, words))  # most words are all letters
+    return len(others) - sum(map(bool, map(_LETTER.search, others)))
+
+
+def gopher_quality_rule(
+    text: str,
+    cfg: GopherQualityRule,
+    words: Optional[Sequence[str]] = None,
+    cleaned: Optional[str] = None,
+) -> Optional[str]:
+    """Gopher's document quality heuristics; the reason names the failed check.
+
+    Word counts, mean word length and stop words use the words of ``clean_text``
+    (lowercase, without ASCII punctuation, so tokens of punctuation alone vanish);
+    the symbol and letter ratios use the whitespace tokens of the text itself.
+    Lines are split at "\n"; blank lines do not count.
+    """
+    content = (clean_text(text) if cleaned is None else cleaned).split()
     if len(content) < cfg.min_words:
         return "gopher_quality:min_words"
     if len(content) > cfg.max_words:
@@ -121,27 +145,25 @@ def gopher_quality_rule(text: str, cfg: GopherQualityRule, words: Optional[Seque
     mean_length = sum(map(len, content)) / len(content)
     if not cfg.min_mean_word_length <= mean_length <= cfg.max_mean_word_length:
         return "gopher_quality:mean_word_length"
+    words = text.split() if words is None else words
     n_words = len(words)
     if text.count("#") / n_words > cfg.max_hash_word_ratio:
         return "gopher_quality:hash_ratio"
     if (text.count("...") + text.count("\u2026")) / n_words > cfg.max_ellipsis_word_ratio:
         return "gopher_quality:ellipsis_ratio"
-    lines = [line.strip() for line in text.splitlines()]
-    lines = [line for line in lines if line]
-    if lines:
-        bullets = tuple(cfg.bullets)
-        if sum(line.startswith(bullets) for line in lines) / len(lines) > cfg.max_bullet_lines_frac:
+    framed = "\n" + text + "\n"
+    n_lines = len(_NON_BLANK_LINE.findall(framed))
+    if n_lines:
+        if cfg.bullets and len(_bullet_line(tuple(cfg.bullets)).findall(framed)) / n_lines > cfg.max_bullet_lines_frac:
             return "gopher_quality:bullet_lines"
-        if sum(line.endswith(("...", "\u2026")) for line in lines) / len(lines) > cfg.max_ellipsis_lines_frac:
+        if len(_ELLIPSIS_LINE.findall(framed)) / n_lines > cfg.max_ellipsis_lines_frac:
             return "gopher_quality:ellipsis_lines"
-    has_letter = _LETTER.search
-    alpha = sum(1 for w in words if w.isalpha() or has_letter(w))
-    if alpha / n_words < cfg.min_alpha_words_frac:
+    if 1 - _words_without_letter(words) / n_words < cfg.min_alpha_words_frac:
         return "gopher_quality:alpha_words"
     if cfg.min_stop_words > 0:
         stop_words, found = frozenset(cfg.stop_words), 0
-        for w in stripped:
-            if w.lower() in stop_words:
+        for w in content:
+            if w in stop_words:
                 found += 1
                 if found >= cfg.min_stop_words:
                     break
@@ -164,12 +186,16 @@ def _duplicates(items: list[str]) -> tuple[int, int]:
     return repeated, chars
 
 
-def _ngram_hashes(word_hashes: np.ndarray, n: int) -> np.ndarray:
-    """64-bit hash of every word n-gram (polynomial in the word hashes, mod 2^64)."""
-    out = word_hashes[: len(word_hashes) - n + 1].copy()
+def _ngram_hashes(word_hashes: np.ndarray, n: int, cache: Optional[dict] = None) -> np.ndarray:
+    """64-bit hash of every word n-gram (polynomial in the word hashes, mod 2^64);
+    ``cache`` keeps shorter n-grams so that longer ones extend them."""
+    cache = {} if cache is None else cache
+    m = max((k for k in cache if k <= n), default=1)
+    out = cache.get(m, word_hashes)
     with np.errstate(over="ignore"):
-        for k in range(1, n):
-            out = out * _MIX + word_hashes[k : k + len(out)]
+        for k in range(m, n):
+            out = out[:-1] * _MIX + word_hashes[k:]
+    cache[n] = out
     return out
 
 
@@ -234,21 +260,37 @@ def gopher_repetition_rule(
     word_hashes = np.fromiter(map(hash, words), dtype=np.int64, count=n_words).view(np.uint64)
     prefix = np.zeros(n_words + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=n_words), out=prefix[1:])
+    cache: dict[int, np.ndarray] = {}
+    # An n-gram occurs at most as often as its first or last word: a cheap upper bound
+    # that spares the exact count on almost every real document.
+    _, word_group, word_counts = np.unique(word_hashes, return_inverse=True, return_counts=True)
+    at = word_counts[word_group]
     for n, limit in cfg.top_ngram_char_frac:
         if n_words < n:
             continue
         # characters of " ".join(n-gram) for the n-gram starting at each word
         span = prefix[n:] - prefix[:-n] + (n - 1)
-        if _top_ngram_chars(_ngram_hashes(word_hashes, n), span) / n_chars > limit:
+        if (span * np.minimum(at[: len(span)], at[n - 1 :])).max() / n_chars <= limit:
+            continue
+        if _top_ngram_chars(_ngram_hashes(word_hashes, n, cache), span) / n_chars > limit:
             return f"gopher_repetition:top_{n}gram"
+    # A repeated n-gram lies inside a run of >= n consecutive words that each occur
+    # more than once; the characters of such runs bound the repeated characters.
+    edges = np.diff(np.concatenate(([0], (at > 1).view(np.int8), [0])))
+    run_starts, run_ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    run_words, run_chars = run_ends - run_starts, prefix[run_ends] - prefix[run_starts]
     for n, limit in sorted(cfg.dup_ngram_char_frac):
         if n_words < n:
             continue
-        repeated_chars = _repeated_ngram_chars(_ngram_hashes(word_hashes, n), n, prefix[n:] - prefix[:-n])
+        if run_chars[run_words >= n].sum() / n_chars <= limit:
+            continue
+        hashes = _ngram_hashes(word_hashes, n, cache)
+        ordered = np.sort(hashes)
+        if not (ordered[1:] == ordered[:-1]).any():
+            break  # no n-gram occurs twice, so no longer n-gram does either
+        repeated_chars = _repeated_ngram_chars(hashes, n, prefix[n:] - prefix[:-n])
         if repeated_chars / n_chars > limit:
             return f"gopher_repetition:dup_{n}gram"
-        if repeated_chars == 0:
-            break  # no n-gram occurs twice, so no longer n-gram does either
     return None
 
 
@@ -268,9 +310,6 @@ def c4_rule(text: str, cfg: C4Rule) -> Optional[str]:
 
 # --- wiring ----------------------------------------------------------------------------
 
-DocumentFilter = Callable[[str, str], Optional[str]]
-
-
 def reason_group(reason: Optional[str]) -> Optional[str]:
     """"short" for SlimPajama's rule, "quality" for the Gopher and C4 rules."""
     if reason is None:
@@ -279,20 +318,24 @@ def reason_group(reason: Optional[str]) -> Optional[str]:
 
 
 class _SourceFilter:
-    """The rules of one source, sharing the word split between the Gopher rules."""
+    """The rules of one source; the cleaned text and the word split are computed once,
+    when a rule first needs them."""
 
     def __init__(self, cfg: FilterConfig, rules: list[str]):
         self.cfg = cfg
         self.rules = tuple(rules)
-        self.needs_words = sum(r in ("gopher_quality", "gopher_repetition") for r in rules) > 1
 
     def __call__(self, text: str, cleaned: Optional[str] = None) -> Optional[str]:
-        words = text.split() if self.needs_words else None
+        words = None
         for rule in self.rules:
+            if rule in ("short", "gopher_quality") and cleaned is None:
+                cleaned = clean_text(text)
+            if rule in ("gopher_quality", "gopher_repetition") and words is None:
+                words = text.split()
             if rule == "short":
                 reason = short_rule(text, self.cfg.short, cleaned)
             elif rule == "gopher_quality":
-                reason = gopher_quality_rule(text, self.cfg.gopher_quality, words)
+                reason = gopher_quality_rule(text, self.cfg.gopher_quality, words, cleaned)
             elif rule == "gopher_repetition":
                 reason = gopher_repetition_rule(text, self.cfg.gopher_repetition, words)
             else:

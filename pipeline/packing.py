@@ -189,7 +189,7 @@ def write_shards(
 ) -> list[dict]:
     """Shuffle the spooled rows of a split and write them as shard files.
 
-    Each shard is written under ``<name>.tmp`` and renamed when complete. Returns one
+    Each shard is written under a temporary name and renamed when complete. Returns one
     manifest entry per shard: name, rows, bytes, sha256.
     """
     source = pa.memory_map(str(spool_path), "r")  # rows stay on disk, mapped
@@ -215,9 +215,15 @@ def write_shards(
     return entries
 
 
+def partial_path(path: Path) -> Path:
+    """A temporary name private to this process: a stray writer from a killed run (its Ray
+    workers can outlive it briefly) never shares a half-written file with a re-run."""
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
 def write_ipc_file(path: Path, table: pa.Table, rows_per_batch: int) -> dict:
     """Write ``table`` as an Arrow IPC file atomically; return its manifest entry."""
-    partial = path.with_name(path.name + ".tmp")
+    partial = partial_path(path)
     with pa.OSFile(str(partial), "wb") as sink:
         with pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table, max_chunksize=rows_per_batch)

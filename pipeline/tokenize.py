@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 from pipeline import split as splitting
 from pipeline.config import stage_cli, to_dict
 from pipeline.corpus_io import Rejected, SourceFile, _reason_kind, iter_file, list_source_files
-from pipeline.packing import Packer, RowSpool, write_shards
+from pipeline.packing import Packer, RowSpool, partial_path, write_shards
 from pipeline.shard_format import FORMAT_VERSION, MANIFEST_NAME, split_dir
 from pipeline.tokenizer import EOS_ID, VOCAB_SIZE, Encoder, resolve_path, tokenizer_sha256
 
@@ -162,7 +162,7 @@ def tokenize_file(sf: SourceFile, part_path: str, settings: dict[str, Any]) -> d
     timing = {"read_s": 0.0, "encode_s": 0.0}
     batch: list = []
 
-    partial = part.with_name(part.name + ".tmp")
+    partial = partial_path(part)
     sink = pa.OSFile(str(partial), "wb")
     writer = pa.ipc.new_file(sink, PART_SCHEMA)
 
@@ -295,7 +295,7 @@ def pack_split(
 ) -> dict[str, Any]:
     """Stream the part files into packed, shuffled shards for every length of one split."""
     packers = {L: Packer(L, EOS_ID) for L in seq_lens}
-    spools = {L: RowSpool(Path(work) / f"rows-seq{L}-{split}.arrow", L) for L in seq_lens}
+    spools = {L: RowSpool(partial_path(Path(work) / f"rows-seq{L}-{split}.arrow"), L) for L in seq_lens}
     removed: dict[str, dict[str, int]] = {}
     documents: Counter = Counter()
     tokens: Counter = Counter()
@@ -519,7 +519,7 @@ def _clear_old_outputs(output: Path) -> None:
 
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".tmp")
+    partial = partial_path(path)
     partial.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     os.replace(partial, path)
 
@@ -536,6 +536,9 @@ def print_summary(report: dict[str, Any]) -> None:
         print(f"  rejected input records: {sum(report['rejected'].values()):,} (see manifest.json)")
     for name, f in report["folders"].items():
         print(f"  {name:<20} {f['shards']:>4} shards {f['rows']:>9,} rows of {f['documents']:,} documents, remainder {f['remainder']['tokens']:,} tokens")
+    for name, f in report["folders"].items():
+        if f["rows"] == 0:
+            print(f"  warning: {name} has no full row; a larger corpus or holdout fraction (split.*) fills it")
     t = report["timing"]
     print(f"  {t['input_bytes'] / 1e6:.1f} MB in {t['wall_s']:.1f} s ({t['mb_per_s']} MB/s)")
 

@@ -250,3 +250,17 @@ def test_config_rejects_unknown_rule(tmp_path):
         _load(REPO / "configs/data/slimpajama.yaml", ["filters.default=[short,gopher]"])
     with pytest.raises(ConfigError, match="min_char"):
         _load(REPO / "configs/data/slimpajama.yaml", ["filters.short.min_char=5"])
+
+
+def test_line_and_letter_counts_match_plain_python():
+    texts = _real_texts(40) + ["\u2022 a\n - b\n\n  \nc...\nd\u2026  \n...e", "", "x"]
+    bullets = filters._bullet_line(("\u2022", "-"))
+    for text in texts:
+        lines = [line.strip() for line in text.split("\n")]
+        lines = [line for line in lines if line and not line.isspace()]
+        framed = "\n" + text + "\n"
+        assert len(filters._NON_BLANK_LINE.findall(framed)) == len(lines)
+        assert len(bullets.findall(framed)) == sum(line.startswith(("\u2022", "-")) for line in lines)
+        assert len(filters._ELLIPSIS_LINE.findall(framed)) == sum(line.endswith(("...", "\u2026")) for line in lines)
+        words = text.split()
+        assert filters._words_without_letter(words) == sum(1 for w in words if not filters._LETTER.search(w))

@@ -211,7 +211,7 @@ def test_rerun_after_a_crash_leaves_no_partial_or_duplicate_shards(reference, co
 
 
 def test_killed_process_rerun_finishes_identically(reference, corpus, tmp_path):
-    """A real SIGKILL mid-run (one Ray worker), then a re-run, against the 2-worker reference."""
+    """A real SIGKILL of the CLI mid-run (its own 1-CPU Ray), then a re-run, against the reference."""
     output, _ = reference
     killed = tmp_path / "killed"
     args = [sys.executable, "-m", "pipeline.tokenize", "--config", str(CONFIG), f"input={corpus}", f"output={killed}",
@@ -227,11 +227,12 @@ def test_killed_process_rerun_finishes_identically(reference, corpus, tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (killed / MANIFEST_NAME).exists()
-    rerun = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    report = json.loads((killed / MANIFEST_NAME).read_text())
+    # The re-run (here on the test session's 2-CPU Ray) picks up what the killed run finished.
+    report = tokenize(corpus, killed, "run.batch_docs=16")
     assert report["input_files_reused"] >= 1
+    assert json.loads((killed / MANIFEST_NAME).read_text())["complete"] is True
     assert shard_digests(killed) == shard_digests(output)
+    assert not list(killed.rglob("*.tmp"))
 
 
 def _has(module: str) -> bool:

@@ -109,3 +109,13 @@ def test_ranks_split_each_step_and_resume_from_a_position(tmp_path, docs):
     assert np.array_equal(fresh.step(24)[1].input_ids.numpy(), whole.step(24)[1].input_ids.numpy())
     with pytest.raises(ValueError, match="does not split into 3 rank"):
         TrainBatches(shards, PhaseStream(len(shards), 1, 0), 8, 2, 0, 3, False)
+
+
+def test_a_truncated_shard_disagreeing_with_its_manifest_is_rejected(tmp_path, docs):
+    write_split(tmp_path, 64, "train", docs, rows_per_shard=8)
+    manifest = split_dir(tmp_path, 64, "train") / "manifest.json"
+    listing = json.loads(manifest.read_text())
+    listing["shards"][1]["rows"] = 9
+    manifest.write_text(json.dumps(listing))
+    with pytest.raises(ShardError, match="shard-00001.arrow has 8 rows, its manifest lists 9"):
+        open_set(tmp_path)

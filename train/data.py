@@ -49,7 +49,7 @@ class ShardSet:
         paths = sorted(self.folder.glob(SHARD_GLOB))
         if not paths:
             raise ShardError(f"no shards ({SHARD_GLOB}) in {self.folder}: run `make tokenize` or fix data.root")
-        _check_manifest(self.folder, paths)
+        listed_rows = _check_manifest(self.folder, paths)
         self.metadata: dict[str, str] = {}
         self.blocks: list[_Block] = []
         for path in paths:
@@ -59,7 +59,11 @@ class ShardSet:
             except ValueError as exc:
                 raise ShardError(str(exc)) from None
             self.metadata = meta
-            self.blocks.extend(_map_blocks(path, seq_len))
+            blocks = list(_map_blocks(path, seq_len))
+            rows = sum(len(b.ids) for b in blocks)
+            if path.name in listed_rows and listed_rows[path.name] != rows:
+                raise ShardError(f"shard {path} has {rows} rows, its manifest lists {listed_rows[path.name]}")
+            self.blocks.extend(blocks)
         sizes = np.array([len(b.ids) for b in self.blocks], dtype=np.int64)
         self._block_end = np.cumsum(sizes)
         self.num_rows = int(self._block_end[-1]) if len(sizes) else 0
@@ -108,22 +112,29 @@ def _map_blocks(path: Path, seq_len: int) -> Iterator[_Block]:
         yield _Block(ids=flat.reshape(-1, seq_len), start_offsets=offsets - offsets[0], start_values=values[offsets[0]:])
 
 
-def _check_manifest(folder: Path, paths: list[Path]) -> None:
-    """When the folder has a manifest, every shard it lists must exist (no partial output)."""
+def _check_manifest(folder: Path, paths: list[Path]) -> dict[str, int]:
+    """When the folder has a manifest, every shard it lists must exist (no partial output).
+
+    Returns the row count the manifest records for each shard name.
+    """
     manifest_path = folder / MANIFEST_NAME
     if not manifest_path.exists():
-        return
+        return {}
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     listed = manifest.get("shards") if isinstance(manifest, dict) else None
     if not isinstance(listed, list):
-        return
+        return {}
     present = {p.name for p in paths}
+    rows: dict[str, int] = {}
     for entry in listed:
-        name = entry if isinstance(entry, str) else next(
-            (entry.get(k) for k in ("name", "file", "path") if isinstance(entry, dict) and entry.get(k)), None
-        )
-        if name is not None and Path(name).name not in present:
+        name = entry.get("name") if isinstance(entry, dict) else entry
+        if not isinstance(name, str):
+            continue
+        if Path(name).name not in present:
             raise ShardError(f"{manifest_path} lists shard {Path(name).name}, which is missing from {folder}")
+        if isinstance(entry, dict) and isinstance(entry.get("rows"), int):
+            rows[Path(name).name] = entry["rows"]
+    return rows
 
 
 def expected_metadata(eos_id: int, tokenizer_sha256: str | None) -> dict[str, object]:

@@ -41,7 +41,16 @@ def build_model(config: TrainConfig, source: Path | None):
     return BTLMLMHeadModel(model_config)
 
 
-def tokens_per_second_peak(config: TrainConfig, device: torch.device) -> float | None:
+def cpu_has_bf16_matmul() -> bool:
+    """bf16 autocast pays off on CPUs with bf16 matrix instructions (AMX, AVX512-BF16);
+    elsewhere it is emulated and slower than fp32."""
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
+
+
+def peak_flops(config: TrainConfig, device: torch.device, precision: str) -> float | None:
+    """FLOP/s that MFU is measured against: the configured peak, a table of GPUs, or on a
+    CPU the matmul throughput measured here in the run's precision."""
     if config.log.peak_tflops:
         return config.log.peak_tflops * 1e12
     if device.type == "cuda":
@@ -49,7 +58,16 @@ def tokens_per_second_peak(config: TrainConfig, device: torch.device) -> float |
         for key, value in _CUDA_PEAK_TFLOPS.items():
             if key in name:
                 return value * 1e12
-    return None
+        return None
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(1024, 1024, dtype=dtype), torch.randn(1024, 1024, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * 1024**3 / best
 
 
 class Trainer:
@@ -105,7 +123,7 @@ class Trainer:
             self.metrics.truncate_after(self.step)
         self.writer = ckpt.CheckpointWriter(self.ckpt_dir, config.keep_last, env.rank, env.world_size,
                                             lambda: barrier(env))
-        self.peak_flops = tokens_per_second_peak(config, env.device)
+        self.peak_flops = peak_flops(config, env.device, self.precision)
 
     # --- set-up -----------------------------------------------------------------
 
@@ -114,7 +132,7 @@ class Trainer:
 
     def _precision(self) -> str:
         if self.config.precision == "auto":
-            return "bf16" if self.env.device.type == "cuda" else "fp32"
+            return "bf16" if self.env.device.type == "cuda" or cpu_has_bf16_matmul() else "fp32"
         return self.config.precision
 
     def autocast(self):
