@@ -1,7 +1,7 @@
 """Normalization and filter throughput on real text, side by side with plain ftfy.
 
     python bench/bench_normalize.py [--corpus data/sample] [--repeats 3] [--max-mb 30]
-                                    [--json out.json]
+                                    [--source NAME ...] [--json out.json]
 
 Reads the corpus with pipeline.corpus_io (the sample corpus of `make corpus` by
 default) and times, on the same documents in the same process:
@@ -39,11 +39,11 @@ from pipeline.filters import (  # noqa: E402
 from pipeline.normalize import clean_text, normalize_text  # noqa: E402
 
 
-def load_documents(corpus: Path, max_bytes: int) -> list[tuple[str, str]]:
+def load_documents(corpus: Path, max_bytes: int, sources: list[str] | None = None) -> list[tuple[str, str]]:
     """Documents taken round robin over the sources, up to ``max_bytes``."""
     by_source: dict[str, list[str]] = {}
     for item in read_corpus(corpus):
-        if isinstance(item, Document):
+        if isinstance(item, Document) and (not sources or item.source in sources):
             by_source.setdefault(item.source, []).append(item.text)
     docs, total = [], 0
     queues = [iter(texts) for _, texts in sorted(by_source.items())]
@@ -74,10 +74,11 @@ def main() -> None:
     parser.add_argument("--corpus", default=str(REPO / "data/sample"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-mb", type=float, default=30.0)
+    parser.add_argument("--source", action="append", help="only these sources (repeatable)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
 
-    docs = load_documents(Path(args.corpus), int(args.max_mb * 1e6))
+    docs = load_documents(Path(args.corpus), int(args.max_mb * 1e6), args.source)
     texts = [text for _, text in docs]
     mb = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts) / 1e6
     non_ascii = sum(not t.isascii() for t in texts)

@@ -162,7 +162,7 @@ def score(name, group, pairs, ids, sets_of, removed_with, seconds) -> dict:
     good = bad = 0
     for doc, partners in removed_with.items():
         sa = sets_of(doc)
-        if any(jaccard_sets(sa, sets_of(p)) >= 0.7 for p in partners[:50]):
+        if any(jaccard_sets(sa, sets_of(p)) >= 0.7 for p in partners[:300]):
             good += 1
         else:
             bad += 1
@@ -187,7 +187,13 @@ def main() -> None:
     originals = [(item.folder, normalize_text(item.text)) for item in read_corpus(args.corpus) if isinstance(item, Document)]
     cleaned0 = [clean_text(t) for _, t in originals]
     t0 = time.time()
-    pairs0 = real_pairs(cleaned0)
+    cached = work / f"real_pairs-{len(originals)}.json"
+    if cached.exists():  # the exhaustive search takes minutes; same corpus, same pairs
+        pairs0 = [tuple(p) for p in json.loads(cached.read_text())]
+    else:
+        pairs0 = real_pairs(cleaned0)
+        work.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps(pairs0))
     print(f"{len(originals)} documents, {len(pairs0)} real pairs with Jaccard >= 0.5 ({time.time() - t0:.0f} s)")
     in_pairs = {x for a, b, _ in pairs0 for x in (a, b)}
     pool = [i for i in range(len(originals)) if i not in in_pairs and 1000 <= len(cleaned0[i]) <= 50000]
@@ -208,6 +214,8 @@ def main() -> None:
     order = sorted(range(len(ids)), key=lambda k: (ids[k].split(":")[0], int(ids[k].split(":")[1])))
     cleaned = [clean_text(t) for _, t in docs]
     short = {k for k, c in enumerate(cleaned) if len(c) < 200}
+    # pairs with a document the short rule removes are not dedup's business
+    pairs = [(a, b, j) for a, b, j in pairs if a not in short and b not in short]
     cache: dict[str, set] = {}
     index = {doc_id: k for k, doc_id in enumerate(ids)}
 
@@ -231,6 +239,10 @@ def main() -> None:
         removed_with = {d: [k] + [m for m in members[k] if m not in (d, k)] for d, k in group.items() if d != k}
         results.append(score(name, group, pairs, ids, sets_of, removed_with, seconds))
         print(json.dumps(results[-1]))
+        misses = [(ids[a], ids[b], round(j, 3)) for a, b, j in pairs if j >= 0.8 and group.get(ids[a]) != group.get(ids[b])]
+        (work / f"misses-{len(results)}.json").write_text(json.dumps(misses[:200], indent=0))
+        if len(results) == 1:
+            shutil.copytree(work / "out", work / "out-ours", dirs_exist_ok=True)
     start = time.time()
     ordered_ids = [ids[k] for k in order]
     ordered_cleaned = [cleaned[k] for k in order]

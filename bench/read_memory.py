@@ -94,7 +94,7 @@ def measure(out: Path, every: int) -> dict:
         if i % every == 0:
             samples.append((i, proc.memory_info().rss))
     elapsed, cpu = time.time() - t0, time.process_time() - cpu0
-    samples.append((docs + rejected, proc.memory_info().rss))
+    rss_after = proc.memory_info().rss
     compressed = sum(p.stat().st_size for p in out.rglob("*.jsonl.zst"))
     return {
         "documents": docs,
@@ -104,6 +104,7 @@ def measure(out: Path, every: int) -> dict:
         "seconds": elapsed,
         "cpu_seconds": cpu,
         "rss_before_mb": rss_before / 2**20,
+        "rss_after_mb": rss_after / 2**20,
         "samples": samples,
     }
 
@@ -123,14 +124,14 @@ def main() -> None:
         generate(out, total)
     uncompressed = json.loads(done.read_text())["written"]
     res = measure(out, args.every)
-    rss = [r for _, r in res["samples"]]
+    rss = [r for _, r in res["samples"]]  # sampled while reading
     start, middle, end = rss[0], rss[len(rss) // 2], rss[-1]
     mb = 2**20
-    print(f"records: {res['documents']:,} documents + {res['rejected']:,} rejected")
-    print(f"RSS before reading {res['rss_before_mb']:.0f} MiB")
+    print(f"records: {res['documents']:,} documents + {res['rejected']:,} rejected, {len(rss)} RSS samples")
+    print(f"RSS before reading {res['rss_before_mb']:.0f} MiB, after {res['rss_after_mb']:.0f} MiB")
     print(
-        f"RSS start {start / mb:.0f} MiB | middle {middle / mb:.0f} MiB | end {end / mb:.0f} MiB | "
-        f"max {max(rss) / mb:.0f} MiB | growth start->end {(end - start) / mb:+.1f} MiB"
+        f"RSS while reading: start {start / mb:.0f} MiB | middle {middle / mb:.0f} MiB | end {end / mb:.0f} MiB | "
+        f"min {min(rss) / mb:.0f} | max {max(rss) / mb:.0f} MiB | growth start->end {(end - start) / mb:+.1f} MiB"
     )
     print(
         f"throughput: {uncompressed / 1e6 / res['seconds']:.0f} MB/s of JSONL "

@@ -46,7 +46,9 @@ class BTLMLMHeadModel(nn.Module):
         hidden, presents = self.transformer(input_ids, segment_ids, past_key_values, use_cache)
         loss = logits = None
         if return_logits or labels is None:
-            logits = self.lm_head(hidden) * self.output_logits_scale
+            # Scaling the [B, T, d] input is the same as scaling the [B, T, vocab] output, and cheaper.
+            scaled = hidden if self.output_logits_scale == 1.0 else hidden * self.output_logits_scale
+            logits = self.lm_head(scaled)
             if labels is not None:
                 loss = lm_loss_from_logits(logits, labels)
         else:

@@ -61,8 +61,12 @@ class BTLMAttention(nn.Module):
         x: torch.Tensor,
         ctx: AttentionContext,
         layer_past: tuple[torch.Tensor, torch.Tensor] | None = None,
-        use_cache: bool = False,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        presents: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Attention output [B, T, C]; with ``presents`` given, appends this layer's (k, v) to it.
+
+        Returning a plain tensor keeps forward hooks on ``attn`` simple (coordinate checks).
+        """
         B, T, C = x.shape
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         rotary = self._rotary[0]
@@ -72,7 +76,8 @@ class BTLMAttention(nn.Module):
         if layer_past is not None:
             k = torch.cat((layer_past[0], k), dim=2)
             v = torch.cat((layer_past[1], v), dim=2)
-        present = (k, v) if use_cache else None
+        if presents is not None:
+            presents.append((k, v))
         mask = ctx.mask
         if mask is not None and mask.dtype != torch.bool and mask.dtype != q.dtype:
             mask = mask.to(q.dtype)
@@ -86,7 +91,7 @@ class BTLMAttention(nn.Module):
             scale=self.scale,
         )
         y = y.transpose(1, 2).reshape(B, T, C)
-        return self.resid_dropout(self.c_proj(y)), present
+        return self.resid_dropout(self.c_proj(y))
 
 
 class BTLMMLP(nn.Module):
@@ -116,11 +121,9 @@ class BTLMBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = BTLMMLP(config)
 
-    def forward(self, x, ctx, layer_past=None, use_cache=False):
-        a, present = self.attn(self.ln_1(x), ctx, layer_past, use_cache)
-        x = x + a
-        x = x + self.mlp(self.ln_2(x))
-        return x, present
+    def forward(self, x, ctx, layer_past=None, presents=None):
+        x = x + self.attn(self.ln_1(x), ctx, layer_past, presents)
+        return x + self.mlp(self.ln_2(x))
 
 
 class BTLMModel(nn.Module):
@@ -159,9 +162,7 @@ class BTLMModel(nn.Module):
         ctx = self._attention_context(T, past_len, segment_ids, x)
         presents: KVCache | None = [] if use_cache else None
         for i, block in enumerate(self.h):
-            x, present = block(x, ctx, past_key_values[i] if past_key_values else None, use_cache)
-            if use_cache:
-                presents.append(present)
+            x = block(x, ctx, past_key_values[i] if past_key_values else None, presents)
         return self.ln_f(x), presents
 
     @staticmethod

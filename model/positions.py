@@ -29,7 +29,12 @@ def alibi_slopes(n_head: int) -> list[float]:
 
 
 def alibi_distance_scale(alibi_scaling: dict[str, Any] | None, key_len: int) -> float:
-    """Linear ALiBi scaling: distances are divided by this factor."""
+    """Linear ALiBi scaling: distances are divided by this factor.
+
+    With ``train_seq_len`` the factor follows the current key length (as in the published
+    BTLM code), so during cached generation past the training length the cached keys of
+    deeper layers were computed under an earlier factor; a fixed ``factor`` has no such drift.
+    """
     if alibi_scaling is None:
         return 1.0
     if alibi_scaling.get("factor") is not None:
@@ -58,7 +63,9 @@ class AlibiBias(nn.Module):
 
     def bias(self, q_len: int, past_len: int, dtype: torch.dtype) -> torch.Tensor:
         """Additive mask [1, n_head, q_len, past_len + q_len]: ALiBi, -inf above the diagonal."""
-        key = (q_len, past_len, self.slopes.device, dtype, self.slopes._version, self.slopes.data_ptr())
+        # Tensors made under inference_mode cannot be saved for backward later: separate entries.
+        key = (q_len, past_len, self.slopes.device, dtype, self.slopes._version, self.slopes.data_ptr(),
+               torch.is_inference_mode_enabled())
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
@@ -98,7 +105,7 @@ class Rotary(nn.Module):
 
     def cos_sin(self, past_len: int, q_len: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin of shape [q_len, rotary_dim] for positions past_len .. past_len + q_len - 1."""
-        key = (past_len, q_len, device, dtype)
+        key = (past_len, q_len, device, dtype, torch.is_inference_mode_enabled())
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1], self._cache[2]
         positions = torch.arange(past_len, past_len + q_len, device=device, dtype=torch.float32)

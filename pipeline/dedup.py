@@ -13,7 +13,10 @@ Sub-stages, each a set of Ray tasks writing files under ``<output>/_work/<stage>
 3. bands       one task per input file: band keys of exact representatives only,
                split into key partitions.
 4. lsh         one task per partition: (band, key) buckets -> candidate pairs ->
-               verification against the full signatures (memory-mapped).
+               signature estimates (signatures memory-mapped) decide the clear cases.
+4b. shingles   (verify=exact) one task per input file: shingle-hash sets of the
+               documents in undecided pairs, each computed once.
+4c. verify     (verify=exact) one task per partition: exact Jaccard of undecided pairs.
 5. components  one task: union-find over all edge partitions (int64 state, one
                partition in memory at a time) -> the kept document per component.
 6. write       one task per input file: cleaned corpus chunks, ledger part, counts.
@@ -49,7 +52,7 @@ from pipeline.minhash import MinHasher
 from pipeline.normalize import clean_text, normalize_text
 
 DEFAULT_CONFIG = "configs/data/slimpajama.yaml"
-STAGES = ("prepare", "exact", "bands", "lsh", "components", "write")
+STAGES = ("prepare", "exact", "bands", "lsh", "shingles", "verify", "components", "write")
 STATUS_CODES = {"candidate": 0, "filtered": 1, "rejected": 2}
 WORK = "_work"
 
@@ -78,8 +81,10 @@ class LSHConfig:
     rows: Optional[int] = None
     false_positive_weight: float = 0.5
     false_negative_weight: float = 0.5
-    verify: Literal["estimate", "none"] = "estimate"
-    verify_threshold: float = 0.7
+    verify: Literal["exact", "estimate", "none"] = "exact"
+    verify_threshold: float = 0.8  # on the exact Jaccard (verify=exact) or the estimate (verify=estimate)
+    estimate_accept: float = 0.9  # verify=exact: estimates this high are accepted without the exact check
+    estimate_reject: float = 0.65  # verify=exact: estimates this low are rejected without it
     max_bucket_pairs: int = 64
 
     def __post_init__(self) -> None:
@@ -442,7 +447,7 @@ def lsh_partition(cfg: DedupStageConfig, work: Path, p: int, offsets: np.ndarray
     out = work / "lsh" / f"{_part(p)}.npz"
     if out.exists():
         with np.load(out, allow_pickle=False) as z:
-            return {"candidates": int(z["candidates"]), "edges": int(len(z["edges"]))}
+            return {}
     parts = []
     for file_no in range(len(offsets) - 1):
         with np.load(work / "bands" / f"{_file_key(file_no)}.npz", allow_pickle=False) as z:
@@ -450,21 +455,117 @@ def lsh_partition(cfg: DedupStageConfig, work: Path, p: int, offsets: np.ndarray
     rows = np.concatenate(parts) if parts else np.empty((0, 2), dtype=np.uint64)
     pairs = bucket_pairs(rows[:, 0], rows[:, 1].astype(np.int64), cfg.lsh.max_bucket_pairs)
     edges = pairs
-    if cfg.lsh.verify == "estimate" and len(pairs):
+    unsure = np.empty((0, 2), dtype=np.int64)
+    if cfg.lsh.verify != "none" and len(pairs):
         store = SignatureStore(work, offsets)
-        keep = np.zeros(len(pairs), dtype=bool)
+        estimate = np.zeros(len(pairs))
         step = 1 << 16  # pairs per verification batch bound the gathered signatures
         for start in range(0, len(pairs), step):
             chunk = pairs[start : start + step]
             a = store.get(chunk[:, 0], cfg.minhash.num_perm)
             b = store.get(chunk[:, 1], cfg.minhash.num_perm)
-            keep[start : start + step] = (a == b).mean(axis=1) >= cfg.lsh.verify_threshold
+            estimate[start : start + step] = (a == b).mean(axis=1)
+        if cfg.lsh.verify == "estimate":
+            keep = estimate >= cfg.lsh.verify_threshold
+        else:  # exact: decisive estimates decide now, the rest waits for the exact check
+            keep = estimate >= cfg.lsh.estimate_accept
+            unsure = pairs[~keep & (estimate >= cfg.lsh.estimate_reject)]
         edges = pairs[keep]
-    save_npz(out, edges=edges.astype(np.int64), candidates=np.int64(len(pairs)))
+    save_npz(out, edges=edges.astype(np.int64), unsure=unsure.astype(np.int64), candidates=np.int64(len(pairs)))
     return {"candidates": int(len(pairs)), "edges": int(len(edges))}
 
 
+# --- 4b. exact Jaccard of the pairs the estimate could not decide (verify=exact) ----------
+
+
+def shingles_file(cfg: DedupStageConfig, work: Path, file_no: int, offsets: np.ndarray) -> dict:
+    """Sorted unique shingle hashes of this file's documents that an unsure pair needs,
+    stored as one flat array + per-document bounds (memory-mapped by the verify tasks)."""
+    import pyarrow.parquet as pq
+
+    from pipeline.shingles import shingle_hashes
+
+    stem = work / "shingles" / _file_key(file_no)
+    done = Path(f"{stem}.ids.npy")
+    if done.exists():
+        return {}
+    lo_id, hi_id = offsets[file_no], offsets[file_no + 1]
+    needed = []
+    for p in range(cfg.run.partitions):
+        with np.load(work / "lsh" / f"{_part(p)}.npz", allow_pickle=False) as z:
+            ids = z["unsure"].ravel()
+        needed.append(ids[(ids >= lo_id) & (ids < hi_id)])
+    ids = np.unique(np.concatenate(needed)) if needed else np.empty(0, dtype=np.int64)
+    sets, bounds = [], [0]
+    if len(ids):
+        wanted = set((ids - lo_id).tolist())
+        cleaned, i = [], 0
+        for batch in pq.ParquetFile(work / "prepare" / f"{_file_key(file_no)}.parquet").iter_batches(batch_size=1024, columns=["text"]):
+            for text in batch.column(0).to_pylist():
+                if i in wanted:
+                    cleaned.append(clean_text(text))
+                i += 1
+        for start in range(0, len(cleaned), 256):
+            chunk = cleaned[start : start + 256]
+            h, doc = shingle_hashes(chunk, cfg.minhash.ngram, cfg.minhash.unit)
+            edges = np.searchsorted(doc, np.arange(len(chunk) + 1))
+            for k in range(len(chunk)):
+                u = np.unique(h[edges[k] : edges[k + 1]])
+                sets.append(u)
+                bounds.append(bounds[-1] + len(u))
+    save_npy(Path(f"{stem}.hashes.npy"), np.concatenate(sets) if sets else np.empty(0, dtype=np.uint64))
+    save_npy(Path(f"{stem}.bounds.npy"), np.array(bounds, dtype=np.int64))
+    save_npy(done, ids.astype(np.int64))  # last: marks the task done
+    return {"documents": int(len(ids))}
+
+
+class ShingleStore:
+    """Shingle-hash sets of the documents unsure pairs need, memory-mapped per file."""
+
+    def __init__(self, work: Path, offsets: np.ndarray):
+        self.work, self.offsets = work, offsets
+        self._files: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def get(self, dense: int) -> np.ndarray:
+        f = int(np.searchsorted(self.offsets, dense, side="right") - 1)
+        if f not in self._files:
+            stem = self.work / "shingles" / _file_key(f)
+            self._files[f] = (
+                load_npy(Path(f"{stem}.ids.npy")),
+                load_npy(Path(f"{stem}.bounds.npy")),
+                load_npy(Path(f"{stem}.hashes.npy"), mmap=True),
+            )
+        ids, bounds, hashes = self._files[f]
+        k = int(np.searchsorted(ids, dense))
+        return np.asarray(hashes[bounds[k] : bounds[k + 1]])
+
+
+def verify_partition(cfg: DedupStageConfig, work: Path, p: int, offsets: np.ndarray) -> dict:
+    """Edges of partition p: the decided ones plus unsure pairs with exact Jaccard >= threshold."""
+    out = work / "verify" / f"{_part(p)}.npy"
+    if out.exists():
+        return {}
+    with np.load(work / "lsh" / f"{_part(p)}.npz", allow_pickle=False) as z:
+        edges, unsure = z["edges"], z["unsure"]
+    store = ShingleStore(work, offsets)
+    keep = np.zeros(len(unsure), dtype=bool)
+    for i, (a, b) in enumerate(unsure.tolist()):
+        sa, sb = store.get(a), store.get(b)
+        inter = len(np.intersect1d(sa, sb, assume_unique=True))
+        union = len(sa) + len(sb) - inter
+        keep[i] = (inter / union if union else 1.0) >= cfg.lsh.verify_threshold
+    save_npy(out, np.concatenate((edges, unsure[keep])).astype(np.int64))
+    return {"edges": int(len(edges) + keep.sum())}
+
+
 # --- 5. connected components -----------------------------------------------------------
+
+
+def _near_edges(cfg: DedupStageConfig, work: Path, p: int) -> np.ndarray:
+    if cfg.lsh.verify == "exact":
+        return load_npy(work / "verify" / f"{_part(p)}.npy")
+    with np.load(work / "lsh" / f"{_part(p)}.npz", allow_pickle=False) as z:
+        return z["edges"]
 
 
 def components(cfg: DedupStageConfig, work: Path, offsets: np.ndarray) -> dict:
@@ -488,8 +589,7 @@ def components(cfg: DedupStageConfig, work: Path, offsets: np.ndarray) -> dict:
                 union_edges(parent, z["edges"])
                 exact_dup[z["nonrep"]] = True
         if cfg.duplicates.near:
-            with np.load(work / "lsh" / f"{_part(p)}.npz", allow_pickle=False) as z:
-                union_edges(parent, z["edges"])
+            union_edges(parent, _near_edges(cfg, work, p))
     roots = find_roots(parent)
     candidates = status == STATUS_CODES["candidate"]
     kept = keep_per_component(roots, candidates, rank)
@@ -689,9 +789,12 @@ def run_dedup(cfg: DedupStageConfig, stop_after: str | None = None) -> dict:
         if stop_after == "bands":
             return {}
         stage("lsh", lsh_partition, [(cfg, work, p, offsets) for p in parts])
+        if cfg.lsh.verify == "exact":
+            stage("shingles", shingles_file, [(cfg, work, i, offsets) for i in range(len(files))])
+            stage("verify", verify_partition, [(cfg, work, p, offsets) for p in parts])
         for p in parts:
             with np.load(work / "lsh" / f"{_part(p)}.npz", allow_pickle=False) as z:
-                lsh_stats.append((int(z["candidates"]), int(len(z["edges"]))))
+                lsh_stats.append((int(z["candidates"]), int(len(_near_edges(cfg, work, p)))))
     if stop_after == "lsh":
         return {}
     stage("components", components, [(cfg, work, offsets)])

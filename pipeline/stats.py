@@ -124,7 +124,8 @@ def find_folders(root: Path) -> list[Path]:
     if any(root.glob(SHARD_GLOB)) or (root / MANIFEST_NAME).exists() and re.fullmatch(r"seq\d+", root.parent.name):
         return [root]
     found = {p.parent for p in root.glob("seq*/*/" + MANIFEST_NAME)} | {p.parent for p in root.glob("seq*/*/" + SHARD_GLOB)}
-    return sorted(found, key=lambda f: (int(f.parent.name[3:]) if f.parent.name[3:].isdigit() else 0, f.name))
+    order = {"train": 0, "validation": 1, "test": 2}
+    return sorted(found, key=lambda f: (int(f.parent.name[3:]) if f.parent.name[3:].isdigit() else 0, order.get(f.name, 3), f.name))
 
 
 def collect(root: Path) -> dict[str, Any]:
@@ -143,7 +144,7 @@ def collect(root: Path) -> dict[str, Any]:
 
 def render(report: dict[str, Any]) -> str:
     lines = []
-    header = f"{'folder':<20} {'shards':>6} {'rows':>9} {'tokens':>13} {'docs/row':>9} {'split docs':>10} {'remainder':>10} {'padding':>8}  checks"
+    header = f"{'folder':<20} {'shards':>6} {'rows':>9} {'tokens':>13} {'docs/row':>9} {'docs split':>10} {'remainder':>10} {'padding':>8}  checks"
     lines.append(header)
     lines.append("-" * len(header))
     for f in report["folders"]:

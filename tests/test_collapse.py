@@ -112,12 +112,12 @@ def test_load_run_reads_metrics_and_counts_parameters(tmp_path):
     run = load_run(tmp_path / "r", "non_embedding")
     assert len(run.steps) == 50 and run.finished
     assert run.total_tokens == 50 * 2048
-    # btlm-w128: 4 blocks of width 128, SwiGLU inner 341: counted on the meta device
-    from model import BTLMConfig, BTLMLMHeadModel
-
-    model = BTLMLMHeadModel(BTLMConfig.from_yaml("configs/model/btlm-w128.yaml"))
-    assert run.params == model.num_parameters(exclude_embeddings=True)
-    assert load_run(tmp_path / "r", "total").params == model.num_parameters()
+    # btlm-w128: 4 pre-LN blocks of width 128 with biases, SwiGLU inner 341, tied embeddings
+    d, inner = 128, 341
+    block = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + 2 * (d * inner + inner) + (inner * d + d)
+    non_embedding = 4 * block + 2 * d
+    assert run.params == non_embedding
+    assert load_run(tmp_path / "r", "total").params == non_embedding + 50257 * d
 
 
 def test_load_run_names_the_missing_file(tmp_path):

@@ -200,6 +200,7 @@ def test_round_trip(tmp_path, fmt):
     records = _records(300)
     records[7]["text"] = "line one\nline two\r\n\ttabbed \"quoted\" \\ backslash \u2028 sep"
     records[8]["text"] = ""
+    records[9]["text"] = "long line crossing read buffers " * 100_000  # ~3 MB, one record
     src = tmp_path / "corpus" / "mysource"
     src.mkdir(parents=True)
     if fmt == "jsonl":
@@ -225,3 +226,13 @@ def test_round_trip(tmp_path, fmt):
         for d in items:
             w.write(d.record)
     assert [d.record for d in read_corpus(tmp_path / "again")] == records
+
+
+def test_files_directly_in_the_root_belong_to_the_root_folder(tmp_path):
+    root = tmp_path / "RedPajamaArXiv"
+    root.mkdir()
+    (root / "arxiv_0.jsonl").write_text('{"text": "a paper", "meta": {}}\n', encoding="utf-8")
+    (root / ".hidden").mkdir()
+    (root / ".hidden" / "x.jsonl").write_text('{"text": "skipped", "meta": {}}\n', encoding="utf-8")
+    [doc] = list(read_corpus(root))
+    assert doc.id == "RedPajamaArXiv/arxiv_0.jsonl:1" and doc.source == "RedPajamaArXiv"

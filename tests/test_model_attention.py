@@ -162,3 +162,22 @@ def test_cache_continuation_with_several_new_tokens():
             second = model(ids[:, 4:], past_key_values=first.past_key_values, use_cache=True)
             full = model(ids).logits
         torch.testing.assert_close(torch.cat((first.logits, second.logits), 1), full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pe", ["alibi", "rope"])
+def test_training_step_after_inference_mode_evaluation(pe):
+    """Cached position tensors built under inference_mode must not leak into training."""
+    model = make(**dict(TINY, position_embedding_type=pe)).train()
+    ids = torch.randint(0, 53, (2, 8), generator=torch.Generator().manual_seed(9))
+    with torch.inference_mode():
+        model(ids)
+    model(ids, labels=ids).loss.backward()
+    assert model.transformer.wte.weight.grad is not None
+
+
+def test_segment_ids_with_cache_is_an_error():
+    model = make(**TINY)
+    ids = torch.randint(0, 53, (1, 4))
+    past = model(ids, use_cache=True).past_key_values
+    with pytest.raises(ValueError, match="segment_ids"):
+        model(ids[:, :1], segment_ids=torch.zeros(1, 1, dtype=torch.long), past_key_values=past)

@@ -192,6 +192,9 @@ def test_clean_text_skips_ftfy(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("ftfy should not run on clean text")
 
+    # The installed ftfy is one the fast path understands, with its mojibake regex
+    # reduced to trigger characters (otherwise every document would be slow).
+    assert normalize._FAST_PATH_VALID and normalize._TRIGGERS is not None
     monkeypatch.setattr(normalize.ftfy, "fix_and_explain", forbidden)
     clean = "def f(x):\n    return x & 1  # caf\u00e9, na\u00efve \u65e5\u672c\n" * 50
     assert normalize_text(clean) == clean

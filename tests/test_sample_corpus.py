@@ -21,6 +21,7 @@ from pipeline.corpus import (
     render_info,
     render_man,
     tail_key,
+    _strip_roff,
 )
 from pipeline.corpus_io import Document, read_corpus
 
@@ -206,3 +207,6 @@ def test_render_man_gives_plain_text(tmp_path):
     assert "demo - show a bold claim" in text
     assert "be verbose" in text and "-v" in text
     assert "\\f" not in text and "\x1b" not in text and "\b" not in text
+    # without groff, a rough built-in stripper still gives readable text
+    rough = _strip_roff(page)
+    assert "demo - show a bold claim" in rough and "be verbose" in rough and "\\f" not in rough

@@ -217,22 +217,37 @@ def test_killed_process_rerun_finishes_identically(reference, corpus, tmp_path):
     args = [sys.executable, "-m", "pipeline.tokenize", "--config", str(CONFIG), f"input={corpus}", f"output={killed}",
             f"pack.seq_lens=[{SEQ_LENS[0]},{SEQ_LENS[1]}]", "split.validation_fraction=0.15", "split.test_fraction=0.1",
             "shards.max_bytes=400000", "shards.rows_per_batch=64", "run.num_cpus=1", "run.batch_docs=16"]
-    env = {**os.environ, "RAY_ADDRESS": ""}
-    env.pop("RAY_ADDRESS")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while not list((killed / ".work").glob("part-*.json")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and the Ray processes it started
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the CLI and the Ray processes it started
+    except ProcessLookupError:
+        pass
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (killed / MANIFEST_NAME).exists()
-    # The re-run (here on the test session's 2-CPU Ray) picks up what the killed run finished.
+    # The re-run (on the tests' shared 2-CPU Ray) picks up what the killed run finished.
     report = tokenize(corpus, killed, "run.batch_docs=16")
     assert report["input_files_reused"] >= 1
     assert json.loads((killed / MANIFEST_NAME).read_text())["complete"] is True
     assert shard_digests(killed) == shard_digests(output)
     assert not list(killed.rglob("*.tmp"))
+    _end_session(proc.pid)
+
+
+def _end_session(sid: int) -> None:
+    """Stop what is left of the killed run's Ray (processes of the session it led)."""
+    import psutil
+
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) == sid:
+                process.kill()
+        except (OSError, psutil.Error):
+            continue
 
 
 def _has(module: str) -> bool:

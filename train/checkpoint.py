@@ -4,7 +4,7 @@ optimizer tensors in safetensors, everything else in JSON.
 Layout of ``checkpoints/step-00000123/``::
 
     config.json, model.safetensors   the model (BTLMLMHeadModel.from_pretrained loads it)
-    optimizer.safetensors            AdamW moments and step counts, keyed state.<param>.<name>
+    optimizer.safetensors            AdamW moments and step counts, keyed state.<parameter name>.<moment>
     rng-rank<r>.safetensors          torch RNG states of each rank
     trainer_state.json               step, tokens, data positions, schedule, optimizer
                                      hyper-parameters, python/numpy RNG, resolved config
@@ -54,30 +54,46 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
-    """Split an optimizer state dict into named tensors and JSON-able group settings."""
+def _param_names(optimizer: torch.optim.Optimizer, model) -> list[str]:
+    """Parameter names in the optimizer's index order (state dict keys are indices)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer, model) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """Optimizer state as tensors named ``state.<parameter name>.<moment>`` plus JSON-able groups."""
     state = optimizer.state_dict()
+    names = _param_names(optimizer, model)
     tensors = {}
     for index, values in state["state"].items():
-        for name, value in values.items():
+        for key, value in values.items():
             tensor = value if torch.is_tensor(value) else torch.tensor(value)
-            tensors[f"state.{index}.{name}"] = tensor.detach().cpu().contiguous()
+            tensors[f"state.{names[index]}.{key}"] = tensor.detach().cpu().contiguous()
     groups = []
     for group in state["param_groups"]:
-        groups.append({k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()})
+        plain = {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()}
+        plain["params"] = [names[i] for i in group["params"]]
+        groups.append(plain)
     return tensors, groups
 
 
-def load_optimizer(optimizer: torch.optim.Optimizer, folder: Path, groups: list[dict[str, Any]]) -> None:
-    tensors = load_file(str(folder / OPTIMIZER_NAME))
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, tensor in tensors.items():
-        _, index, name = key.split(".", 2)
-        state.setdefault(int(index), {})[name] = tensor
+def read_optimizer(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / OPTIMIZER_NAME))
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, model, folder: Path, groups: list[dict[str, Any]]) -> None:
+    index = {name: i for i, name in enumerate(_param_names(optimizer, model))}
     current = optimizer.state_dict()["param_groups"]
-    if len(current) != len(groups) or any(len(a["params"]) != len(b["params"]) for a, b in zip(current, groups)):
-        raise ValueError(f"{folder}: optimizer groups do not match the model (different model config?)")
-    restored = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in groups]
+    saved_names = [g["params"] for g in groups]
+    if [[index.get(n) for n in names] for names in saved_names] != [g["params"] for g in current]:
+        raise ValueError(f"{folder}: optimizer parameter groups do not match the model (different model config?)")
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, tensor in load_file(str(folder / OPTIMIZER_NAME)).items():
+        name, moment = key[len("state."):].rsplit(".", 1)
+        state.setdefault(index[name], {})[moment] = tensor
+    restored = []
+    for group, now in zip(groups, current):
+        restored.append({**group, "params": now["params"], **({"betas": tuple(group["betas"])} if "betas" in group else {})})
     optimizer.load_state_dict({"state": state, "param_groups": restored})
 
 
@@ -117,7 +133,8 @@ class CheckpointWriter:
         self.world_size = world_size
         self.barrier = barrier
 
-    def save(self, step: int, model, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
+    def save(self, step: int, model, optimizer_state, state: dict[str, Any]) -> Path:
+        """``model`` (a full model) and ``optimizer_state`` (tensors, groups) are used on rank 0 only."""
         final = self.folder / step_dir_name(step)
         tmp = self.folder / f".{step_dir_name(step)}.tmp"
         if self.rank == 0:
@@ -131,7 +148,7 @@ class CheckpointWriter:
         self.barrier()
         if self.rank == 0:
             model.save_pretrained(str(tmp))
-            opt_tensors, groups = optimizer_tensors(optimizer)
+            opt_tensors, groups = optimizer_state
             save_file(opt_tensors, str(tmp / OPTIMIZER_NAME))
             payload = {**state, "optimizer_groups": groups, "world_size": self.world_size}
             (tmp / STATE_NAME).write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")

@@ -91,13 +91,18 @@ def adamw_tau(lr: float, weight_decay: float, steps: int) -> float:
 
 
 def count_parameters(model_section: dict[str, Any], which: str) -> int:
-    """Parameters of the run's model, built on the meta device (no memory, no init)."""
+    """Parameters of the run's model, built without initialization.
+
+    Large models are built on the meta device (no memory); small ones on the CPU, where
+    building is quicker than the meta device's one-time start-up.
+    """
     import torch
 
     from model import BTLMConfig, BTLMLMHeadModel
 
     config = BTLMConfig.from_yaml(model_section["config"], model_section.get("overrides") or None)
-    with torch.device("meta"):
+    rough = config.vocab_size * config.n_embd + 12 * config.n_layer * config.n_embd**2
+    with torch.device("meta" if rough > 50_000_000 else "cpu"):
         model = BTLMLMHeadModel(config, init=False)
     return model.num_parameters(exclude_embeddings=which == "non_embedding")
 

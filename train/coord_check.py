@@ -244,6 +244,7 @@ def plot(means, widths, verdict_: dict[str, Any], path: Path) -> Path:
                         label=f"step {s}")
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
+            _at_least_decade_span(ax, [v for w in widths for v in by_width[w]])
             worst = max(verdict_["slopes"][name][kind])
             ax.set_title(f"{name}: {kind}\nmax slope {worst:+.2f}", fontsize=9)
             ax.grid(alpha=0.3, which="both")
@@ -259,6 +260,14 @@ def plot(means, widths, verdict_: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _at_least_decade_span(ax, values: list[float], span: float = 10.0) -> None:
+    """Show at least a factor ``span`` on the y axis, so noise on a flat curve looks flat."""
+    lo, hi = min(values), max(values)
+    if lo > 0 and hi / lo < span:
+        mid = math.sqrt(lo * hi)
+        ax.set_ylim(mid / math.sqrt(span), mid * math.sqrt(span))
 
 
 # --- the command -------------------------------------------------------------------------------------

@@ -18,7 +18,10 @@ from train.distributed import DistEnv, sum_across
 def validation_loss(model, shards: ShardSet, tokens: int, micro_rows: int, env: DistEnv,
                     autocast: Callable[[], AbstractContextManager], with_segments: bool) -> dict[str, float]:
     """Mean next-token loss over the first ``tokens`` worth of validation rows (all ranks)."""
-    rows = np.arange(min(max(tokens // shards.seq_len, 1), len(shards)), dtype=np.int64)
+    count = min(max(tokens // shards.seq_len, 1), len(shards))
+    if count >= env.world_size:  # equal work per rank (FSDP ranks must run the same forwards)
+        count -= count % env.world_size
+    rows = np.arange(count, dtype=np.int64)
     mine = rows[env.rank :: env.world_size]
     total = torch.zeros(2, dtype=torch.float64)
     was_training = model.training

@@ -25,7 +25,7 @@ from train.trainer import NonFiniteError, Trainer, _write_json
 DEFAULT_CONFIG = "configs/train/demo.yaml"
 
 
-def long_context_eval(trainer: Trainer) -> dict[str, Any] | None:
+def long_context_eval(trainer: Trainer, model) -> dict[str, Any] | None:
     """BTLM's loss-by-position figure on validation text longer than any training length."""
     from train.evaluate import loss_by_position
     from train.plots import plot_loss_by_position
@@ -34,7 +34,7 @@ def long_context_eval(trainer: Trainer) -> dict[str, Any] | None:
     longest = max(p.seq_len for p in c.phases)
     shards = trainer.shards[(longest, c.data.validation_split)]
     try:
-        result = loss_by_position(trainer.model, shards, c.eval.long_context_len, c.eval.long_context_sequences,
+        result = loss_by_position(model, shards, c.eval.long_context_len, c.eval.long_context_sequences,
                                   c.eval.long_context_buckets, c.eval.long_context_chunk, trainer.env.device,
                                   trainer.autocast)
     except ValueError as exc:
@@ -47,7 +47,7 @@ def long_context_eval(trainer: Trainer) -> dict[str, Any] | None:
     return result
 
 
-def sample_generation(trainer: Trainer) -> dict[str, Any] | None:
+def sample_generation(trainer: Trainer, model) -> dict[str, Any] | None:
     s = trainer.config.sample
     if not s.tokenizer or not Path(s.tokenizer).exists():
         print(f"sample generation skipped: tokenizer {s.tokenizer!r} not found", file=sys.stderr)
@@ -57,7 +57,7 @@ def sample_generation(trainer: Trainer) -> dict[str, Any] | None:
     tokenizer = Tokenizer.from_file(s.tokenizer)
     prompt_ids = tokenizer.encode(s.prompt).ids
     torch.manual_seed(trainer.config.seed)
-    model = trainer.model.eval()
+    model = model.eval()
     with torch.no_grad(), trainer.autocast():
         out = model.generate(torch.tensor([prompt_ids], device=trainer.env.device), max_new_tokens=s.max_new_tokens,
                              temperature=s.temperature, top_k=s.top_k, eos_token_id=trainer.model_config.eos_token_id)
@@ -68,15 +68,15 @@ def sample_generation(trainer: Trainer) -> dict[str, Any] | None:
     return sample
 
 
-def finish(trainer: Trainer, summary: dict[str, Any]) -> None:
+def finish(trainer: Trainer, model, summary: dict[str, Any]) -> None:
     """Rank 0 only: long-context evaluation, plots, a sample, and where everything is."""
     from train.metrics import read_metrics
     from train.plots import plot_loss_curve
 
     run_dir = trainer.run_dir
     plot_loss_curve(read_metrics(run_dir / "metrics.jsonl"), run_dir / "plots" / "loss_curve.png")
-    long_context = long_context_eval(trainer)
-    sample = sample_generation(trainer)
+    long_context = long_context_eval(trainer, model)
+    sample = sample_generation(trainer, model)
     final = {**summary, "loss_by_position": long_context is not None, "sample": sample}
     _write_json(run_dir / "eval" / "final.json", final)
     val = summary["eval"]["val_loss"]
@@ -102,8 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if trainer.resumed_from is not None and env.is_main:
             print(f"resuming from {trainer.resumed_from} (step {trainer.step})")
         summary = trainer.fit()
+        model = trainer.export_model()
         if env.is_main:
-            finish(trainer, summary)
+            finish(trainer, model, summary)
     except (ShardError, NonFiniteError) as exc:
         print(f"train.pretrain: error: {exc}", file=sys.stderr)
         return 1

@@ -20,6 +20,7 @@ from train import checkpoint as ckpt
 from train.config import TrainConfig
 from train.data import PhaseStream, ShardSet, TrainBatches, open_shard_sets
 from train.distributed import DistEnv, barrier, mean_across
+from train import parallel
 from train.metrics import MetricsLog
 from train.schedule import lr_multiplier, phase_at, plan_phases
 
@@ -88,6 +89,9 @@ class Trainer:
         self.model = build_model(config, source).to(env.device)
         self.model_config = self.model.config
         self.precision = self._precision()
+        self.fsdp = env.enabled and config.parallel == "fsdp"
+        if self.fsdp:
+            parallel.shard_fsdp(self.model)
 
         seq_lens = sorted({p.seq_len for p in config.phases})
         splits = [config.data.train_split, config.data.validation_split]
@@ -142,12 +146,7 @@ class Trainer:
 
     def _wrap(self, model):
         if self.env.enabled and self.config.parallel == "ddp":
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.env.device.index] if self.env.device.type == "cuda" else None
-            model = DistributedDataParallel(model, device_ids=ids)
-        elif self.env.enabled and self.config.parallel == "fsdp":
-            raise NotImplementedError("parallel=fsdp is not implemented yet; use parallel=ddp")
+            model = parallel.wrap_ddp(model, self.env)
         if self.config.compile:
             model = torch.compile(model)
         return model
@@ -161,7 +160,11 @@ class Trainer:
             )
         if [p["seq_len"] for p in state["phases"]] != [p.seq_len for p in self.plans]:
             raise ValueError(f"checkpoint {folder} has phases {state['phases']}, the config {self.config.phases}")
-        ckpt.load_optimizer(self.optimizer, folder, state["optimizer_groups"])
+        if self.fsdp:
+            parallel.load_fsdp_optimizer(self.model, self.optimizer, ckpt.read_optimizer(folder),
+                                         state["optimizer_groups"])
+        else:
+            ckpt.load_optimizer(self.optimizer, self.model, folder, state["optimizer_groups"])
         ckpt.load_rng(folder, self.env.rank)
         self.step = state["step"]
         self.positions = state["positions"]
@@ -190,7 +193,7 @@ class Trainer:
             ids = mb.input_ids.to(self.env.device, non_blocking=True)
             seg = mb.segment_ids.to(self.env.device, non_blocking=True) if mb.segment_ids is not None else None
             last = i == len(micro) - 1
-            sync = nullcontext() if last or not hasattr(self.wrapped, "no_sync") else self.wrapped.no_sync()
+            sync = nullcontext() if last or not self.env.enabled else parallel.no_sync(self.wrapped, self.model, self.fsdp)
             with sync:
                 with self.autocast():
                     loss = self.wrapped(ids, labels=ids, segment_ids=seg, return_logits=False).loss / len(micro)
@@ -198,7 +201,7 @@ class Trainer:
             loss_sum += loss.detach().float()
         loss_value = float(mean_across(self.env, loss_sum))
         max_norm = self.config.clip if self.config.clip > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        grad_norm = parallel.to_float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
         finite = math.isfinite(loss_value) and math.isfinite(grad_norm)
         if finite:
             self.optimizer.step()
@@ -259,7 +262,22 @@ class Trainer:
                                            self.config.total_tokens, self.config.decay_to, self.config.schedule),
             "tokenizer_sha256": self.tokenizer_sha256, "config": to_dict(self.config),
         }
-        return self.writer.save(self.step, self.model, self.optimizer, state)
+        model = self.export_model()
+        optimizer_state = parallel.full_optimizer_state(self.model, self.optimizer, self.fsdp)
+        return self.writer.save(self.step, model, optimizer_state, state)
+
+    def export_model(self):
+        """The full model on rank 0 (gathered from the shards under FSDP; a collective)."""
+        if not self.fsdp:
+            return self.model
+        state = parallel.full_model_state(self.model, True)
+        if not self.env.is_main:
+            return None
+        full = type(self.model)(self.model_config, init=False)
+        missing, unexpected = full.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if k != "lm_head.weight"]:
+            raise RuntimeError(f"gathered FSDP state does not fit the model: missing {missing}, unexpected {unexpected}")
+        return full.eval()
 
     # --- the loop ---------------------------------------------------------------------
 
