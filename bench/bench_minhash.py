@@ -23,7 +23,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 
 
 def load_documents(corpus: str, max_mb: float) -> list[str]:

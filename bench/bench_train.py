@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import statistics
@@ -79,7 +78,7 @@ def nanogpt(vocab: int, d: int, layers: int, heads: int, seq_len: int):
             for block in self.h:
                 x = block(x)
             logits = self.lm_head(self.ln_f(x))
-            return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+            return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
 
     return GPT()
 

@@ -21,6 +21,7 @@ compute, not what): any number of workers or batch size gives byte-identical sha
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -40,7 +41,7 @@ from pipeline.config import stage_cli, to_dict
 from pipeline.corpus_io import Rejected, SourceFile, _reason_kind, iter_file, list_source_files
 from pipeline.packing import Packer, RowSpool, partial_path, write_shards
 from pipeline.shard_format import FORMAT_VERSION, MANIFEST_NAME, split_dir
-from pipeline.tokenizer import EOS_ID, VOCAB_SIZE, Encoder, resolve_path, tokenizer_sha256
+from pipeline.tokenizer import EOS_ID, VOCAB_SIZE, Encoder, load_tokenizer, resolve_path, tokenizer_sha256
 
 DEFAULT_CONFIG = "configs/data/tokenize.yaml"
 WORK_DIR = ".work"
@@ -389,7 +390,9 @@ def run(cfg: TokenizeConfig, progress: bool = True) -> dict[str, Any]:
 
     tokenizer_path = str(resolve_path(cfg.tokenizer).resolve())
     tok_sha = tokenizer_sha256(tokenizer_path)
-    Encoder(cfg.run.encoder, tokenizer_path)  # fail here, not in a worker, on a bad tokenizer or encoder
+    load_tokenizer(tokenizer_path)  # fail here, not in a worker, on a bad tokenizer or encoder
+    if cfg.run.encoder == "tiktoken" and importlib.util.find_spec("tiktoken") is None:
+        raise ImportError("run.encoder=tiktoken needs the tiktoken package: pip install -e '.[bench]'")
     files = list_source_files(cfg.input)
     if not files:
         raise FileNotFoundError(f"{cfg.input}: no corpus files (.jsonl, .jsonl.zst, .parquet) found")
@@ -412,7 +415,8 @@ def run(cfg: TokenizeConfig, progress: bool = True) -> dict[str, Any]:
     task = ray.remote(num_cpus=1)(tokenize_file)
     max_in_flight = max(1, int(ray.available_resources().get("CPU", 1))) * 2
     pending: dict[Any, int] = {}
-    todo = [i for i, s in enumerate(summaries) if s is None]
+    # Largest files first, so one big file does not run alone at the end.
+    todo = sorted((i for i, s in enumerate(summaries) if s is None), key=lambda i: -files[i].path.stat().st_size)
     bar = tqdm(total=len(files), initial=reused, desc="tokenize files", unit="file", disable=not progress)
     while todo or pending:
         while todo and len(pending) < max_in_flight:

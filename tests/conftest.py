@@ -22,3 +22,19 @@ def ray_session():
     init_ray(num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def sample_corpus(tmp_path_factory) -> Path:
+    """A small real corpus (~400 KB, four sources) built by pipeline.corpus."""
+    from pipeline.config import load_config
+    from pipeline.corpus import SampleConfig, build
+
+    out = tmp_path_factory.mktemp("sample") / "corpus"
+    cfg = load_config(
+        SampleConfig,
+        REPO / "configs" / "data" / "sample.yaml",
+        [f"output={out}", "max_total_bytes=400000", "chunk_bytes=60000"],
+    )
+    build(cfg)
+    return out

@@ -255,3 +255,21 @@ def test_killed_run_resumes_to_identical_outputs(ray_session, corpus, tmp_path):
     assert not (out / "manifest.json").exists()
     run_dedup(_config(root, out))
     assert _outputs(out) == reference
+
+
+@pytest.mark.slow
+def test_keep_rule_source_priority_and_estimate_verification(ray_session, corpus, tmp_path):
+    import pyarrow.parquet as pq
+
+    from pipeline.dedup import run_dedup
+
+    root, planted = corpus
+    out = tmp_path / "out"
+    run_dedup(_config(root, out, **{"duplicates.keep": "source_priority", "duplicates.source_priority": "[RedPajamaBeta]", "lsh.verify": "estimate"}))
+    ledger = {r["id"]: r for r in pq.read_table(out / "ledger.parquet").to_pylist()}
+    first, beta_copy, alpha_copy = planted["exact"][0]
+    assert ledger[beta_copy]["status"] == "kept"  # the preferred source wins the cluster
+    assert ledger[first]["kept_id"] == beta_copy and ledger[alpha_copy]["kept_id"] == beta_copy
+    for original, copy, _ in planted["near"]:
+        assert ledger[copy]["status"] == "kept"
+        assert (ledger[original]["status"], ledger[original]["reason"], ledger[original]["kept_id"]) == ("duplicate", "near", copy)

@@ -65,3 +65,19 @@ def test_reference_round_trips_and_rejects_bad_input(tmp_path, reference):
         predict_final([0.01, 0.02], [5.0, 4.9], reference, 0.1, 0.3)
     with pytest.raises(ValueError, match="fraction"):
         StopRule(fraction=1.2, margin=0.1, fit_from=0.1)
+
+
+def test_standard_error_covers_the_actual_error_and_guards_noisy_trials(reference):
+    truth = 3.3
+    inside = 0
+    for seed in range(40):
+        f, loss = trial(truth, 120, noise=0.5, seed=seed)  # small batches: very noisy losses
+        p = predict_final(f, loss, reference, 0.1, 0.3)
+        inside += abs(p.final_loss - truth) <= 2 * p.stderr
+    assert inside >= 34  # about 95% expected
+    rule = StopRule(fraction=0.3, margin=0.05, fit_from=0.1, z=2.0)
+    reckless = StopRule(fraction=0.3, margin=0.05, fit_from=0.1, z=0.0)
+    assert not any(rule.decide(*trial(3.05, 120, noise=0.5, seed=s), reference, best_final=3.0)[0] for s in range(10))
+    assert rule.decide(*trial(4.5, 120, noise=0.5, seed=4), reference, best_final=3.0)[0]
+    # without the error bar, noise alone stops good trials now and then
+    assert any(reckless.decide(*trial(3.05, 120, noise=0.5, seed=s), reference, best_final=3.0)[0] for s in range(10))

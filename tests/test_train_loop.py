@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -151,3 +152,12 @@ def test_killed_process_resumes_to_the_same_losses(tmp_path, tokens):
     wa, wb = final_weights(Path(straight.run_dir)), final_weights(Path(config.run_dir))
     for name in wa:
         torch.testing.assert_close(wb[name], wa[name], rtol=1e-6, atol=1e-7)
+    # the command line run also leaves its figures and evaluations, and says where
+    run_dir = Path(config.run_dir)
+    for name in ("plots/loss_curve.png", "plots/loss_by_position.png", "eval/final.json", "config.json"):
+        assert (run_dir / name).stat().st_size > 0, name
+    by_position = json.loads((run_dir / "eval" / "loss_by_position.json").read_text())
+    assert by_position["seq_len"] == 1024 and by_position["train_seq_lens"] == [64, 256]
+    assert len(by_position["loss"]) == len(by_position["bucket_start"]) >= 4
+    assert all(math.isfinite(x) for x in by_position["loss"])
+    assert f"plots:           {run_dir / 'plots'}" in done.stdout

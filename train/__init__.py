@@ -1,0 +1,1 @@
+"""The BTLM trainer: token-shard loader, schedule, loop, checkpoints, evaluation and muP diagnostics."""

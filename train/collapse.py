@@ -289,7 +289,7 @@ def analyse(runs: list[Run], config: CollapseConfig) -> dict[str, Any]:
             try:
                 p = predict_final(r.fractions, r.losses, ref, rule.fit_from, rule.fraction)
                 row["prediction"] = {"from_fraction": rule.fraction, "predicted_final": p.final_loss,
-                                     "points": p.points, "residual_rms": p.residual_rms}
+                                     "points": p.points, "stderr": p.stderr, "residual_rms": p.residual_rms}
                 if r.finished:
                     err = p.final_loss - finals[r.name]
                     row["prediction"].update(actual_final=finals[r.name], error=err,

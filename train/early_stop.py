@@ -69,6 +69,7 @@ class Prediction:
     points: int  # observations used
     upto_fraction: float  # last t/T observed
     residual_rms: float  # fit residual (loss units): a large one says the trial does not follow g
+    stderr: float  # standard error of final_loss from the residual noise: residual / sqrt(sum g^2)
 
 
 def predict_final(fractions: Sequence[float], losses: Sequence[float], reference: ReferenceCurve,
@@ -89,17 +90,23 @@ def predict_final(fractions: Sequence[float], losses: Sequence[float], reference
             f"range [{reference.fractions[0]:.3f}, {reference.fractions[-1]:.3f}]"
         )
     scale = float((yk * g).sum() / (g * g).sum())
-    residual = float(np.sqrt(np.mean((yk - scale * g) ** 2)))
-    return Prediction(reference.l0 + scale, scale, int(len(g)), float(f[keep][ok].max()), residual)
+    residual = float(np.sqrt(np.sum((yk - scale * g) ** 2) / max(len(g) - 1, 1)))
+    stderr = residual / float(np.sqrt((g * g).sum()))
+    return Prediction(reference.l0 + scale, scale, int(len(g)), float(f[keep][ok].max()), residual, stderr)
 
 
 @dataclass
 class StopRule:
-    """Stop a trial once its predicted final loss exceeds the best known final loss + margin."""
+    """Stop a trial once its predicted final loss is surely worse than the best known one.
+
+    "Surely": prediction - z * stderr > best + margin, so noisy small-batch losses do not
+    stop a trial on the strength of a few unlucky batches.
+    """
 
     fraction: float  # decide after this fraction of training (BTLM-style sweeps: 0.3)
     margin: float  # loss units (nats/token)
     fit_from: float  # ignore the warm-up part of the curve before this fraction
+    z: float = 2.0  # standard errors of confidence required
 
     def __post_init__(self) -> None:
         if not 0.0 < self.fraction < 1.0:
@@ -113,5 +120,5 @@ class StopRule:
                best_final: float | None) -> tuple[bool, Prediction]:
         """(stop?, prediction) from the observations up to ``fraction`` of training."""
         prediction = predict_final(fractions, losses, reference, self.fit_from, self.fraction)
-        stop = best_final is not None and prediction.final_loss > best_final + self.margin
+        stop = best_final is not None and prediction.final_loss - self.z * prediction.stderr > best_final + self.margin
         return stop, prediction

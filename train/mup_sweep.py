@@ -45,7 +45,8 @@ class EarlyStopSection:
     enabled: bool
     fraction: float  # decide after this fraction of a trial
     fit_from: float  # the warm-up before this fraction is not fitted
-    margin: float  # stop when predicted final loss > best final loss of the width + margin
+    margin: float  # stop when predicted final loss - z * its standard error > best final loss of the width + margin
+    z: float
     min_reference: int  # finished trials of the same width needed before any stop
     l0: float  # irreducible loss used to normalize the reference (0 = plain ratio)
     smooth_fraction: float
@@ -173,7 +174,7 @@ def run_trial(config: SweepConfig, param: str, width: int, lr: float, seed: int)
     scales = [g.get("lr_scale", 1.0) for g in optimizer.param_groups]
     metrics = MetricsLog(folder / "metrics.jsonl", True)
     es = config.early_stop
-    rule = StopRule(es.fraction, es.margin, es.fit_from) if es.enabled else None
+    rule = StopRule(es.fraction, es.margin, es.fit_from, es.z) if es.enabled else None
     decide_at = max(int(math.ceil(es.fraction * config.steps)), 1)
     status, prediction, first_loss = "finished", None, None
     fractions, losses = [], []
@@ -209,7 +210,7 @@ def run_trial(config: SweepConfig, param: str, width: int, lr: float, seed: int)
                     print(f"{name}: no early-stop prediction ({exc})", file=sys.stderr)
                 else:
                     prediction = {"predicted_final": p.final_loss, "best_final": best, "at_step": step + 1,
-                                  "residual_rms": p.residual_rms}
+                                  "stderr": p.stderr, "residual_rms": p.residual_rms}
                     if stop:
                         status = "stopped"
                         break

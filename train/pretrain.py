@@ -20,7 +20,7 @@ from pipeline.config import stage_cli, to_json
 from train.config import TrainConfig, resolve_run_dir
 from train.data import ShardError
 from train.distributed import DistEnv, init_distributed, shutdown
-from train.trainer import NonFiniteError, Trainer, _write_json
+from train.trainer import NonFiniteError, Trainer, write_json
 
 DEFAULT_CONFIG = "configs/train/demo.yaml"
 
@@ -42,7 +42,7 @@ def long_context_eval(trainer: Trainer, model) -> dict[str, Any] | None:
         return None
     result["train_seq_lens"] = sorted({p.seq_len for p in c.phases})
     result["step"] = trainer.step
-    _write_json(trainer.run_dir / "eval" / "loss_by_position.json", result)
+    write_json(trainer.run_dir / "eval" / "loss_by_position.json", result)
     plot_loss_by_position(result, trainer.run_dir / "plots" / "loss_by_position.png")
     return result
 
@@ -64,7 +64,7 @@ def sample_generation(trainer: Trainer, model) -> dict[str, Any] | None:
     new_ids = out[0, len(prompt_ids):].tolist()
     sample = {"step": trainer.step, "prompt": s.prompt, "completion": tokenizer.decode(new_ids),
               "temperature": s.temperature, "top_k": s.top_k}
-    _write_json(trainer.run_dir / "eval" / "sample.json", sample)
+    write_json(trainer.run_dir / "eval" / "sample.json", sample)
     return sample
 
 
@@ -78,7 +78,7 @@ def finish(trainer: Trainer, model, summary: dict[str, Any]) -> None:
     long_context = long_context_eval(trainer, model)
     sample = sample_generation(trainer, model)
     final = {**summary, "loss_by_position": long_context is not None, "sample": sample}
-    _write_json(run_dir / "eval" / "final.json", final)
+    write_json(run_dir / "eval" / "final.json", final)
     val = summary["eval"]["val_loss"]
     print(f"\nfinished at step {summary['step']} ({summary['skipped_steps']} skipped)")
     print("validation loss: " + ", ".join(f"seq {k}: {v:.3f}" for k, v in val.items()))

@@ -17,10 +17,10 @@ import torch
 
 from pipeline.config import to_dict
 from train import checkpoint as ckpt
-from train.config import TrainConfig
-from train.data import PhaseStream, ShardSet, TrainBatches, open_shard_sets
-from train.distributed import DistEnv, barrier, mean_across
 from train import parallel
+from train.config import TrainConfig
+from train.data import PhaseStream, TrainBatches, open_shard_sets
+from train.distributed import DistEnv, barrier, mean_across
 from train.metrics import MetricsLog
 from train.schedule import lr_multiplier, phase_at, plan_phases
 
@@ -79,13 +79,13 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
-        self.plans = [p for p in plan_phases(config.phases, config.tokens_per_batch, config.total_tokens)]
+        self.plans = plan_phases(config.phases, config.tokens_per_batch, config.total_tokens)
         self.total_steps = sum(p.steps for p in self.plans)
 
         resume_from = ckpt.latest_checkpoint(self.ckpt_dir) if config.resume == "auto" else None
         self.resumed_from = resume_from
         source = resume_from or (Path(config.init_from) if config.init_from else None)
-        torch.manual_seed(config.seed)
+        seed_everything(config.seed)
         self.model = build_model(config, source).to(env.device)
         self.model_config = self.model.config
         self.precision = self._precision()
@@ -248,7 +248,7 @@ class Trainer:
             result["val_perplexity"][str(seq_len)] = out["perplexity"]
         if self.env.is_main:
             path = self.run_dir / "eval" / f"val-{ckpt.step_dir_name(self.step)}.json"
-            _write_json(path, result)
+            write_json(path, result)
         self.metrics.write(result)
         return result
 
@@ -315,7 +315,7 @@ class Trainer:
         return {"step": self.step, "checkpoint": str(path), "eval": last_eval, "skipped_steps": self.skipped}
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
