@@ -34,14 +34,15 @@ def outputs(out: Path) -> dict[str, bytes]:
     }
 
 
-def run(corpus: str, out: Path, env: dict) -> float:
+def run(corpus: str, out: Path, env: dict) -> tuple[float, dict[str, bytes]]:
+    """One run into ``out`` (the same path for both runs: the manifest records it)."""
     shutil.rmtree(out, ignore_errors=True)
     start = time.time()
     subprocess.run(
         [sys.executable, "-m", "pipeline.dedup", f"input={corpus}", f"output={out}", "run.progress=false", "run.num_cpus=2"],
         cwd=REPO, env=env, check=True,
     )
-    return time.time() - start
+    return time.time() - start, outputs(out)
 
 
 def main() -> None:
@@ -54,6 +55,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     base_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     base_env["RAY_USAGE_STATS_ENABLED"] = "0"
+    base_env["RAY_AUTH_MODE"] = "disabled"  # a loopback test cluster: no token to share between nodes
     base_env["PYTHONPATH"] = str(REPO)
     address = f"127.0.0.1:{args.port}"
     nodes = []
@@ -70,7 +72,7 @@ def main() -> None:
         ))
         time.sleep(8)
         cluster_env = {**base_env, "RAY_ADDRESS": address}
-        t_cluster = run(args.corpus, out / "cluster", cluster_env)
+        t_cluster, a = run(args.corpus, out / "run", cluster_env)
     finally:
         for proc in reversed(nodes):
             proc.send_signal(signal.SIGTERM)  # `ray start --block` stops its node's processes
@@ -79,8 +81,7 @@ def main() -> None:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    t_local = run(args.corpus, out / "local", base_env)
-    a, b = outputs(out / "cluster"), outputs(out / "local")
+    t_local, b = run(args.corpus, out / "run", base_env)
     same = a == b
     print(f"cluster run {t_cluster:.1f} s, local run {t_local:.1f} s, {len(a)} output files, identical: {same}")
     if not same:

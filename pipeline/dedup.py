@@ -121,6 +121,12 @@ class DedupStageConfig:
     duplicates: DuplicatesConfig = field(default_factory=DuplicatesConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
+    def __post_init__(self) -> None:
+        if self.lsh.bands is not None and self.lsh.rows is not None and self.lsh.bands * self.lsh.rows > self.minhash.num_perm:
+            raise ValueError(f"lsh.bands x lsh.rows = {self.lsh.bands * self.lsh.rows} exceeds minhash.num_perm = {self.minhash.num_perm}")
+        if self.run.partitions < 1:
+            raise ValueError("run.partitions must be at least 1")
+
 
 def band_layout(cfg: DedupStageConfig) -> tuple[int, int]:
     from pipeline.lsh import optimal_params

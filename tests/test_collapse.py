@@ -39,7 +39,7 @@ FAMILY = [(1_000_000, 300), (2_000_000, 600), (4_000_000, 1200)]
 
 def test_known_l0_collapses_family_onto_the_shape():
     runs = [family_run(f"n{n}", n, t) for n, t in FAMILY]
-    report = analyse(runs, config(l0=L0, smooth_fraction=0.0))
+    report = analyse(runs, config(l0=L0, smooth_fraction=0.0, final_fraction=0.05))
     for row in report["runs"]:
         assert row["final_loss"] == pytest.approx(L0 + 40.0 * row["params"] ** -0.3, abs=1e-3)
         assert row["deviation"]["rms"] < 2e-3

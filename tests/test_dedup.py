@@ -273,3 +273,24 @@ def test_keep_rule_source_priority_and_estimate_verification(ray_session, corpus
     for original, copy, _ in planted["near"]:
         assert ledger[copy]["status"] == "kept"
         assert (ledger[original]["status"], ledger[original]["reason"], ledger[original]["kept_id"]) == ("duplicate", "near", copy)
+
+
+def test_report_columns_add_up_and_mismatch_is_caught():
+    from pipeline.dedup_report import add_row, check_counts, format_table, merge_tables, with_total
+
+    a, b = {}, {}
+    add_row(a, "web", 300, "kept", None)
+    add_row(a, "web", 100, "filtered", "short")
+    add_row(a, "web", 50, "filtered", "gopher_quality:min_words")
+    add_row(b, "web", 300, "duplicate", "exact")
+    add_row(b, "code", 70, "duplicate", "near")
+    add_row(b, "code", 9, "rejected", "invalid JSON")
+    table = with_total(merge_tables([a, b]))
+    check_counts(table)
+    t = table["TOTAL"]
+    assert (t["docs_in"], t["bytes_in"]) == (6, 829)
+    assert [t[f"{k}_docs"] for k in ("short", "quality", "exact", "near", "rejected", "kept")] == [1, 1, 1, 1, 1, 1]
+    assert "TOTAL" in format_table(merge_tables([a, b]))
+    table["web"]["kept_docs"] += 1
+    with pytest.raises(AssertionError, match="web"):
+        check_counts(table)
