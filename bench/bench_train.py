@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -72,6 +73,12 @@ def nanogpt(vocab: int, d: int, layers: int, heads: int, seq_len: int):
             self.ln_f = nn.LayerNorm(d)
             self.lm_head = nn.Linear(d, vocab, bias=False)
             self.lm_head.weight = self.wte.weight
+            for name, p in self.named_parameters():  # nanoGPT's init
+                if p.ndim == 2:
+                    std = 0.02 / math.sqrt(2 * layers) if name.endswith(("c_proj.weight", "proj.weight")) else 0.02
+                    nn.init.normal_(p, 0.0, std)
+                else:
+                    nn.init.zeros_(p) if name.endswith("bias") else nn.init.ones_(p)
 
         def forward(self, idx, targets):
             x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))

@@ -143,15 +143,28 @@ def load_run(run_dir: str | Path, parameters: str) -> Run:
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
-    """Centred moving average; the window shrinks symmetrically at both ends."""
-    values = np.asarray(values, dtype=np.float64)
-    half = max(window // 2, 0)
-    if half == 0 or len(values) < 3:
-        return values.copy()
-    csum = np.concatenate([[0.0], np.cumsum(values)])
-    idx = np.arange(len(values))
-    h = np.minimum(np.minimum(idx, len(values) - 1 - idx), half)
-    return (csum[idx + h + 1] - csum[idx - h]) / (2 * h + 1)
+    """Local straight-line fit over ``window`` consecutive points, evaluated at each point.
+
+    Near the ends the window is shifted inwards rather than shrunk, so the last points
+    are as well averaged as the middle ones; the line fit (instead of a plain mean)
+    keeps a sloped curve unbiased there.
+    """
+    y = np.asarray(values, dtype=np.float64)
+    n = len(y)
+    width = min(max(window, 1), n)
+    if width < 3:
+        return y.copy()
+    x = np.arange(n, dtype=np.float64)
+    start = np.clip(np.arange(n) - width // 2, 0, n - width)
+    stop = start + width
+
+    def window_sum(v: np.ndarray) -> np.ndarray:
+        c = np.concatenate([[0.0], np.cumsum(v)])
+        return c[stop] - c[start]
+
+    sx, sy, sxx, sxy = window_sum(x), window_sum(y), window_sum(x * x), window_sum(x * y)
+    slope = (width * sxy - sx * sy) / (width * sxx - sx * sx)
+    return (sy - slope * sx) / width + slope * x
 
 
 def final_loss(steps: np.ndarray, losses: np.ndarray, total_steps: int, final_fraction: float) -> float:
@@ -335,7 +348,9 @@ def plot(runs: list[Run], report: dict[str, Any], path: Path) -> Path:
     for run, color in zip(runs, colors):
         row = rows[run.name]
         label = f"{run.name} (N={run.params / 1e6:.2f}M, TPP {run.tokens_per_parameter:.1f}, tau {run.tau:.2f})"
-        axes[0].plot(run.fractions, run.losses, color=color, lw=0.8, alpha=0.8, label=label)
+        window = max(int(round(report["config"]["smooth_fraction"] * run.total_steps)), 1)
+        axes[0].plot(run.fractions, run.losses, color=color, lw=0.6, alpha=0.25)
+        axes[0].plot(run.fractions, smooth(run.losses, window), color=color, lw=1.4, label=label)
         pred = row.get("prediction", {})
         if "predicted_final" in pred:
             axes[0].plot([1.0], [pred["predicted_final"]], marker="x", ms=8, color=color)
@@ -347,7 +362,7 @@ def plot(runs: list[Run], report: dict[str, Any], path: Path) -> Path:
     ref = report["reference"]
     axes[1].plot(ref["fractions"], ref["values"], color="black", ls="--", lw=1, label="family median")
     axes[0].axvline(report["config"]["early_stop"]["fraction"], color="gray", ls=":", lw=1)
-    axes[0].set(xlabel="t / T", ylabel="training loss", title="loss (x = early-stop prediction of L(T))")
+    axes[0].set(xlabel="t / T", ylabel="training loss", title="training loss, raw and smoothed (x = prediction of L(T))")
     axes[1].set(xlabel="t / T", ylabel="(L(t) - L0) / (L(T) - L0)", title=f"collapsed (L0 = {report['l0']:.3f}, {report['l0_source']})")
     axes[1].set_ylim(0.9, min(float(np.nanmax([np.nanmax(np.asarray(c, dtype=float)) for c in report["normalized"].values()])), 3.0))
     axes[2].axhline(0, color="black", lw=0.8)
