@@ -13,7 +13,6 @@ Needs the bench extra (transformers).
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time

@@ -36,7 +36,7 @@ def classify(name: str, param: torch.Tensor) -> str:
 def trunc_normal_(t: torch.Tensor, std: float) -> torch.Tensor:
     """Normal(0, std) truncated to [-2 std, 2 std], by redrawing the ~4.6% of samples outside.
 
-    Same distribution as nn.init.trunc_normal_, an order of magnitude faster on CPU
+    Same distribution as nn.init.trunc_normal_, several times faster on CPU
     (no erfinv), which matters for multi-billion-parameter models.
     """
     flat = t.view(-1)

@@ -612,7 +612,7 @@ def components(cfg: DedupStageConfig, work: Path, offsets: np.ndarray) -> dict:
 # --- 6. write the cleaned corpus and the ledger part -------------------------------------
 
 
-def write_file(cfg: DedupStageConfig, work: Path, file_no: int, sf: SourceFile, offsets: np.ndarray, labels: list[str]) -> dict:
+def write_file(cfg: DedupStageConfig, work: Path, file_no: int, sf: SourceFile, offsets: np.ndarray, labels: list[str], prefix: str) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -626,7 +626,6 @@ def write_file(cfg: DedupStageConfig, work: Path, file_no: int, sf: SourceFile, 
     lines = _LineLookup(work, offsets, labels)
     ids, sources, nbytes, out_status, out_reason, cluster, kept_id = [], [], [], [], [], [], []
     counts: dict[str, dict[str, int]] = {}
-    prefix = _chunk_prefix(sf)
     i = 0
     table = pq.ParquetFile(work / "prepare" / f"{_file_key(file_no)}.parquet")
     with ChunkWriter(Path(cfg.output) / "corpus" / sf.folder, prefix=prefix, max_bytes=cfg.run.chunk_bytes) as writer:
@@ -669,13 +668,21 @@ def write_file(cfg: DedupStageConfig, work: Path, file_no: int, sf: SourceFile, 
     return counts
 
 
-def _chunk_prefix(sf: SourceFile) -> str:
-    name = sf.name
-    for suffix in (".jsonl.zst", ".jsonl", ".parquet"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return name.replace("/", "__")
+def chunk_prefixes(files: list[SourceFile]) -> list[str]:
+    """Output chunk name prefix per input file: its name without the format suffix
+    (sub-folders joined by "__"), or with the suffix kept where that would collide."""
+
+    def stem(sf: SourceFile) -> str:
+        name = sf.name
+        for suffix in (".jsonl.zst", ".jsonl", ".parquet"):
+            if name.endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        return name.replace("/", "__")
+
+    stems = [(sf.folder, stem(sf)) for sf in files]
+    taken = {key: stems.count(key) for key in set(stems)}
+    return [s if taken[(sf.folder, s)] == 1 else sf.name.replace("/", "__").replace(".", "_") for sf, (_, s) in zip(files, stems)]
 
 
 class _LineLookup:
@@ -806,7 +813,8 @@ def run_dedup(cfg: DedupStageConfig, stop_after: str | None = None) -> dict:
     stage("components", components, [(cfg, work, offsets)])
     if stop_after == "components":
         return {}
-    stage("write", write_file, [(cfg, work, i, sf, offsets, labels) for i, sf in enumerate(files)])
+    prefixes = chunk_prefixes(files)
+    stage("write", write_file, [(cfg, work, i, sf, offsets, labels, prefixes[i]) for i, sf in enumerate(files)])
     if stop_after == "write":
         return {}
     report = _finish(cfg, out, work, files, offsets, lsh_stats, time.time() - t0)

@@ -294,3 +294,16 @@ def test_report_columns_add_up_and_mismatch_is_caught():
     table["web"]["kept_docs"] += 1
     with pytest.raises(AssertionError, match="web"):
         check_counts(table)
+
+
+def test_output_chunk_names_never_collide():
+    from pipeline.corpus_io import SourceFile
+    from pipeline.dedup import chunk_prefixes
+
+    files = [
+        SourceFile("web", "a.jsonl", Path("x"), "jsonl"),
+        SourceFile("web", "a.jsonl.zst", Path("x"), "jsonl.zst"),
+        SourceFile("web", "sub/b.parquet", Path("x"), "parquet"),
+        SourceFile("code", "a.jsonl", Path("x"), "jsonl"),
+    ]
+    assert chunk_prefixes(files) == ["a_jsonl", "a_jsonl_zst", "sub__b", "a"]

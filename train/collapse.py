@@ -134,7 +134,10 @@ def load_run(run_dir: str | Path, parameters: str) -> Run:
             losses.append(float(record["loss"]))
     if not steps:
         raise ValueError(f"{metrics_path} has no training loss records")
-    params = int(cfg["params"][parameters]) if isinstance(cfg.get("params"), dict) else count_parameters(model, parameters)
+    if isinstance(cfg.get("params"), dict):  # sweep trials record their parameter counts
+        params = int(cfg["params"][parameters])
+    else:
+        params = count_parameters(model, parameters)
     return Run(run_dir.name, np.asarray(steps, dtype=np.float64), np.asarray(losses), total_steps,
                lr, weight_decay, total_tokens, params)
 
@@ -294,7 +297,8 @@ def analyse(runs: list[Run], config: CollapseConfig) -> dict[str, Any]:
                 row["deviation"] = {
                     "rms": float(np.sqrt(np.nanmean(dev**2))),
                     "max_abs": float(np.nanmax(np.abs(dev))),
-                    "at": {f"{f:g}": float(np.interp(f, grid, table[r.name] - loo(grid))) for f in (0.1, 0.25, 0.5, 0.75)},
+                    "at": {f"{f:g}": float(np.interp(f, grid, table[r.name] - loo(grid)))
+                           for f in (0.1, 0.25, 0.5, 0.75)},
                     "curve": [None if not np.isfinite(v) else float(v) for v in dev],
                 }
         if loo is not None or not r.finished:
@@ -315,7 +319,8 @@ def analyse(runs: list[Run], config: CollapseConfig) -> dict[str, Any]:
     return {
         "config": to_dict(config), "l0": l0, "l0_source": l0_source, "grid": grid.tolist(),
         "reference": reference.to_dict(), "runs": per_run,
-        "normalized": {name: [None if not np.isfinite(v) else float(v) for v in curve] for name, curve in table.items()},
+        "normalized": {name: [None if not np.isfinite(v) else float(v) for v in curve]
+                       for name, curve in table.items()},
         "summary": {
             "runs": len(runs), "finished": len(finished),
             "tokens_per_parameter_spread": spread("tokens_per_parameter"), "tau_spread": spread("tau"),
@@ -363,8 +368,10 @@ def plot(runs: list[Run], report: dict[str, Any], path: Path) -> Path:
     axes[1].plot(ref["fractions"], ref["values"], color="black", ls="--", lw=1, label="family median")
     axes[0].axvline(report["config"]["early_stop"]["fraction"], color="gray", ls=":", lw=1)
     axes[0].set(xlabel="t / T", ylabel="training loss", title="training loss, raw and smoothed (x = prediction of L(T))")
-    axes[1].set(xlabel="t / T", ylabel="(L(t) - L0) / (L(T) - L0)", title=f"collapsed (L0 = {report['l0']:.3f}, {report['l0_source']})")
-    axes[1].set_ylim(0.9, min(float(np.nanmax([np.nanmax(np.asarray(c, dtype=float)) for c in report["normalized"].values()])), 3.0))
+    axes[1].set(xlabel="t / T", ylabel="(L(t) - L0) / (L(T) - L0)",
+                title=f"collapsed (L0 = {report['l0']:.3f}, {report['l0_source']})")
+    highest = max(float(np.nanmax(np.asarray(c, dtype=float))) for c in report["normalized"].values())
+    axes[1].set_ylim(0.9, min(highest, 3.0))
     axes[2].axhline(0, color="black", lw=0.8)
     axes[2].set(xlabel="t / T", ylabel="normalized loss - median of the other runs", title="deviation from the family")
     for ax in axes:
