@@ -9,10 +9,12 @@ peak memory is its own):
                  data loading from memory-mapped shards) at the first phase's length
   matmul-peak    fp32 and bf16 matmul throughput of this machine (for MFU)
 
-    python bench/bench_train.py [--steps 4] [--threads 2] [--json out.json]
+    python bench/bench_train.py [--rounds 3] [--steps 2] [--threads 2] [--cases a,b] [--json out.json]
 
-Reports median tokens/s, step time, peak RSS above the process's state before the first
-step, and the demo step's data-loading share and fraction of the matmul peak.
+Cases run interleaved for several rounds (machine load drifts); reports the median step
+time and tokens/s over all measured steps, the peak RSS above each process's state
+before its first step, the demo step's data-loading share and its fraction of the
+measured matmul peak (fp32 and bf16).
 """
 
 from __future__ import annotations
@@ -109,8 +111,7 @@ def case_nanogpt(args, bf16: bool) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)
-    step = statistics.median(times[1:])
-    return {"tokens_per_step": 8 * 512, "step_s": step, "tokens_per_s": 8 * 512 / step,
+    return {"tokens_per_step": 8 * 512, "step_times": times[1:],
             "peak_mb_above_start": peak_rss_mb() - before, "loss": float(loss)}
 
 
@@ -160,14 +161,10 @@ def case_demo(args) -> dict:
         trainer = Trainer(config, Path(tmp) / "run", init_distributed())
         before = current_rss_mb()
         records = [trainer.train_step() for _ in range(args.steps + 1)][1:]
-    step = statistics.median(r["step_s"] for r in records)
-    data = statistics.median(r["data_s"] for r in records)
-    flops = trainer.model.flops_per_token(first)
     return {"tokens_per_step": config.tokens_per_batch, "seq_len": first, "precision": trainer.precision,
             "micro_batch_rows": trainer.micro_rows(first), "accumulation": trainer.batches[0].accumulation,
-            "step_s": step, "tokens_per_s": config.tokens_per_batch / step, "data_s": data,
-            "data_fraction": data / step, "flops_per_token": flops,
-            "tflops": flops * config.tokens_per_batch / step / 1e12,
+            "step_times": [r["step_s"] for r in records], "data_times": [r["data_s"] for r in records],
+            "flops_per_token": trainer.model.flops_per_token(first),
             "peak_mb_above_start": peak_rss_mb() - before, "loss": records[-1]["loss"],
             "threads": torch.get_num_threads()}
 
@@ -184,7 +181,7 @@ def case_matmul(args) -> dict:
             t0 = time.perf_counter()
             a @ b
             times.append(time.perf_counter() - t0)
-        out[f"{name}_tflops"] = 2 * 2048**3 / statistics.median(times) / 1e12
+        out[f"{name}_tflops"] = [2 * 2048**3 / t / 1e12 for t in times]
     return out
 
 
@@ -192,9 +189,29 @@ CASES = {"nanogpt-fp32": lambda a: case_nanogpt(a, False), "nanogpt-bf16": lambd
          "demo-step": case_demo, "matmul-peak": case_matmul}
 
 
+def summarize(runs: list[dict]) -> dict:
+    """Medians over every measured step of every round; the largest peak memory."""
+    out = {k: v for k, v in runs[-1].items() if not isinstance(v, list)}
+    if "step_times" in runs[0]:
+        step = statistics.median(t for r in runs for t in r["step_times"])
+        out.update(step_s=step, tokens_per_s=out["tokens_per_step"] / step,
+                   peak_mb_above_start=max(r["peak_mb_above_start"] for r in runs),
+                   steps=sum(len(r["step_times"]) for r in runs))
+        if "data_times" in runs[0]:
+            out["data_s"] = statistics.median(t for r in runs for t in r["data_times"])
+            out["data_fraction"] = out["data_s"] / step
+        if "flops_per_token" in out:
+            out["tflops"] = out["flops_per_token"] * out["tokens_per_s"] / 1e12
+    for key in ("fp32_tflops", "bf16_tflops"):
+        if key in runs[0]:
+            out[key] = statistics.median(v for r in runs for v in r[key])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=4, help="measured steps per case (after one warm-up)")
+    parser.add_argument("--steps", type=int, default=2, help="measured steps per case and round (after one warm-up)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of all cases, interleaved")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--config", default="configs/train/demo.yaml")
     parser.add_argument("--cases", default=",".join(CASES))
@@ -207,16 +224,21 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         print(json.dumps(CASES[args.case](args)))
         return
-    results = {}
-    for case in args.cases.split(","):
-        cmd = [sys.executable, __file__, "--case", case, "--steps", str(args.steps), "--threads", str(args.threads),
-               "--config", args.config]
-        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads)}
-        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-        if done.returncode:
-            raise SystemExit(f"{case} failed:\n{done.stderr[-3000:]}")
-        results[case] = json.loads(done.stdout.strip().splitlines()[-1])
-        print(f"{case:14s} {json.dumps(results[case])}", flush=True)
+    # Cases alternate, round after round, so a change in machine load hits them alike.
+    raw: dict[str, list[dict]] = {case: [] for case in args.cases.split(",")}
+    for round_index in range(args.rounds):
+        for case in raw:
+            cmd = [sys.executable, __file__, "--case", case, "--steps", str(args.steps),
+                   "--threads", str(args.threads), "--config", args.config]
+            env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads)}
+            done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"{case} failed:\n{done.stderr[-3000:]}")
+            raw[case].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(f"round {round_index + 1} {case:14s} done", flush=True)
+    results = {case: summarize(runs) for case, runs in raw.items()}
+    for case, summary in results.items():
+        print(f"{case:14s} {json.dumps(summary)}")
     base = results.get("nanogpt-fp32")
     demo = results.get("demo-step")
     if base and demo:
@@ -228,6 +250,8 @@ def main() -> None:
         key = f"{demo['precision']}_tflops"
         if key in peak:
             results["ratios"]["demo_fraction_of_matmul_peak"] = demo["tflops"] / peak[key]
+        if "bf16_tflops" in peak:
+            results["ratios"]["demo_fraction_of_bf16_matmul_peak"] = demo["tflops"] / peak["bf16_tflops"]
         print("ratios         " + json.dumps(results["ratios"]))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")

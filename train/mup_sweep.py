@@ -333,6 +333,10 @@ def run(config: SweepConfig) -> dict[str, Any]:
     unknown = [p for p in config.compare if p not in config.parameterizations]
     if unknown:
         raise ValueError(f"compare lists {unknown}, not among parameterizations {list(config.parameterizations)}")
+    from model import BTLMConfig
+
+    base = BTLMConfig.from_yaml(config.model)
+    open_data(config, base.eos_token_id, base.vocab_size)  # fail here, not in every worker
     out = Path(config.output)
     (out / "trials").mkdir(parents=True, exist_ok=True)
     jobs = trial_order(config)
