@@ -82,5 +82,15 @@ coord-check: setup
 mup-sweep: setup $(call upstream,$(TOKENS_DONE))
 	$(PY) -m train.mup_sweep $(config_flag) $(ARGS)
 
+# Side-by-side benchmarks against the reference tools (bench extra); not part of CI.
+bench: setup
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) bench/bench_normalize.py
+	$(PY) bench/bench_minhash.py
+	$(PY) bench/dedup_quality.py
+	$(PY) bench/bench_tokenize.py $(SAMPLE_DIR)
+	$(PY) bench/bench_model.py
+	$(PY) bench/bench_train.py
+
 clean:
 	rm -rf data runs
