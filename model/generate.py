@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from model.attention import flush_denormals
 from model.btlm import BTLMLMHeadModel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"tokenizer {tok_path} does not exist (pass --tokenizer)")
     tokenizer = Tokenizer.from_file(str(tok_path))
     model = BTLMLMHeadModel.from_pretrained(args.checkpoint).eval()
+    flush_denormals()
     ids = tokenizer.encode(args.prompt).ids
     if not ids:
         raise SystemExit("the prompt encodes to zero tokens")

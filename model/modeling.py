@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.attention import alibi_causal_attention, use_fused_alibi
 from model.config import BTLMConfig
 from model.loss import compute_dtype
 from model.positions import AlibiBias, Rotary
@@ -36,6 +37,7 @@ class AttentionContext:
     is_causal: bool
     cos: torch.Tensor | None = None
     sin: torch.Tensor | None = None
+    alibi_slopes: torch.Tensor | None = None  # set: causal ALiBi computed without a mask (attention.py)
 
 
 class BTLMAttention(nn.Module):
@@ -78,18 +80,16 @@ class BTLMAttention(nn.Module):
             v = torch.cat((layer_past[1], v), dim=2)
         if presents is not None:
             presents.append((k, v))
-        mask = ctx.mask
-        if mask is not None and mask.dtype != torch.bool and mask.dtype != q.dtype:
-            mask = mask.to(q.dtype)
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            dropout_p=self.attn_pdrop if self.training else 0.0,
-            is_causal=ctx.is_causal,
-            scale=self.scale,
-        )
+        dropout_p = self.attn_pdrop if self.training else 0.0
+        if ctx.alibi_slopes is not None:
+            y = alibi_causal_attention(q, k, v, ctx.alibi_slopes, self.scale, dropout_p)
+        else:
+            mask = ctx.mask
+            if mask is not None and mask.dtype != torch.bool and mask.dtype != q.dtype:
+                mask = mask.to(q.dtype)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=ctx.is_causal, scale=self.scale
+            )
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -181,6 +181,8 @@ class BTLMModel(nn.Module):
         cos = sin = None
         if self.rotary_emb is not None:
             cos, sin = self.rotary_emb.cos_sin(past_len, T, x.device, dtype)
+        if self.relative_pe is not None and use_fused_alibi(T, past_len, segment_ids is not None, dtype):
+            return AttentionContext(None, False, alibi_slopes=self.relative_pe.scaled_slopes(T))
         if self.relative_pe is not None:
             mask = self.relative_pe.bias(T, past_len, dtype)  # ALiBi + causal, [1, H, T, past+T]
         elif past_len == 0 and segment_ids is None:

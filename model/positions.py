@@ -61,6 +61,10 @@ class AlibiBias(nn.Module):
         if self.slopes.device.type != "meta":
             self.slopes.copy_(torch.tensor(alibi_slopes(self.n_head)).unsqueeze(-1))
 
+    def scaled_slopes(self, key_len: int) -> torch.Tensor:
+        """Per-head slopes [n_head] with the distance scaling at this key length folded in."""
+        return self.slopes.float().flatten() / alibi_distance_scale(self.alibi_scaling, key_len)
+
     def bias(self, q_len: int, past_len: int, dtype: torch.dtype) -> torch.Tensor:
         """Additive mask [1, n_head, q_len, past_len + q_len]: ALiBi, -inf above the diagonal."""
         # Tensors made under inference_mode cannot be saved for backward later: separate entries.

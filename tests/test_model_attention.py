@@ -181,3 +181,49 @@ def test_segment_ids_with_cache_is_an_error():
     past = model(ids, use_cache=True).past_key_values
     with pytest.raises(ValueError, match="segment_ids"):
         model(ids[:, :1], segment_ids=torch.zeros(1, 1, dtype=torch.long), past_key_values=past)
+
+
+def explicit_alibi_attention(q, k, v, slopes, scale):
+    T = q.shape[2]
+    distance = torch.arange(T)[:, None] - torch.arange(T)[None, :]
+    bias = -slopes.to(q.dtype)[:, None, None] * distance
+    bias = bias.masked_fill(distance < 0, float("-inf"))[None]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+
+
+def test_fused_alibi_attention_matches_float64_reference_and_gradients():
+    """Mask-free ALiBi over two and a half query chunks, forward and backward."""
+    from model.attention import CHUNK, alibi_causal_attention
+
+    g = torch.Generator().manual_seed(11)
+    B, H, T, D = 2, 4, 2 * CHUNK + 300, 16
+    q, k, v = (torch.randn(B, H, T, D, generator=g, requires_grad=True) for _ in range(3))
+    slopes = torch.tensor(alibi_slopes(H)) / 1.5  # as with a distance scaling factor
+    weight = torch.randn(B, H, T, D, generator=g)
+    fused = alibi_causal_attention(q, k, v, slopes, 1 / D)
+    (fused * weight).sum().backward()
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    exact = explicit_alibi_attention(q64, k64, v64, slopes.double(), 1 / D)
+    (exact * weight.double()).sum().backward()
+    torch.testing.assert_close(fused.double(), exact, rtol=1e-4, atol=1e-4)
+    for got, want in ((q.grad, q64.grad), (k.grad, k64.grad), (v.grad, v64.grad)):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(fused, F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1 / D), atol=1e-2)
+
+
+@pytest.mark.parametrize("scaling", [None, {"type": "linear", "train_seq_len": 400}])
+def test_model_takes_the_fused_alibi_path_for_long_fp32_sequences(scaling, monkeypatch):
+    import model.attention as attention
+
+    model = make(**dict(TINY, n_positions=1024, alibi_scaling=scaling))
+    ids = torch.randint(0, 53, (1, attention.MIN_LEN + 100), generator=torch.Generator().manual_seed(12))
+    calls = []
+    monkeypatch.setattr("model.modeling.alibi_causal_attention",
+                        lambda *a, **kw: calls.append(1) or attention.alibi_causal_attention(*a, **kw))
+    with torch.no_grad():
+        fused = model(ids).logits
+        assert len(calls) == TINY["n_layer"]
+        monkeypatch.setattr(attention, "MIN_LEN", 10**9)  # force the explicit-mask path
+        masked = model(ids).logits
+    assert len(calls) == TINY["n_layer"]
+    torch.testing.assert_close(fused, masked, rtol=1e-4, atol=1e-4)

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from model.attention import flush_denormals
 from pipeline.config import stage_cli, to_dict
 
 DEFAULT_CONFIG = "configs/train/coord_check.yaml"
@@ -276,6 +277,7 @@ def _at_least_decade_span(ax, values: list[float], span: float = 10.0) -> None:
 def run(config: CoordCheckConfig) -> dict[str, Any]:
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
+    flush_denormals()
     widths = sorted(config.widths)
     if len(widths) < 2:
         raise ValueError("coordinate check needs at least two widths")

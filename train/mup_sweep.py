@@ -144,12 +144,14 @@ def _group_reference(trials_dir: Path, param: str, width: int, config: SweepConf
 def run_trial(config: SweepConfig, param: str, width: int, lr: float, seed: int) -> dict[str, Any]:
     """Train one grid point; writes metrics.jsonl, config.json and result.json into its folder."""
     from model import BTLMLMHeadModel
+    from model.attention import flush_denormals
     from train.coord_check import width_config
     from train.early_stop import StopRule
     from train.metrics import MetricsLog
     from train.schedule import lr_multiplier
 
     torch.set_num_threads(config.threads_per_trial)
+    flush_denormals()
     name = trial_name(param, width, lr, seed)
     folder = Path(config.output) / "trials" / name
     if (folder / "result.json").exists():  # finished earlier: a re-run resumes the sweep

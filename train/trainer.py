@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.attention import flush_denormals
 from pipeline.config import to_dict
 from train import checkpoint as ckpt
 from train import parallel
@@ -84,6 +85,7 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
+        flush_denormals()  # ALiBi's underflowing exp() is several times slower otherwise on CPU
         self.plans = plan_phases(config.phases, config.tokens_per_batch, config.total_tokens)
         self.total_steps = sum(p.steps for p in self.plans)
 
