@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
-CHUNK_ROWS = 1024
+CHUNK_ROWS = 128
 
 
 def shift_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -74,7 +74,10 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
                     if need_h:
                         grad_h[start : start + chunk_rows] = (g @ w).to(hidden.dtype)
                     if need_w:
-                        grad_w += (g.t() @ h).float()
+                        if g.dtype == torch.float32:
+                            grad_w.addmm_(g.t(), h)  # accumulates in place: no [vocab, d] temporary per chunk
+                        else:
+                            grad_w += (g.t() @ h).float()
             loss = torch.where(n_valid > 0, loss_sum * inv_n, torch.full_like(loss_sum, float("nan")))
         ctx.weight_dtype = weight.dtype
         ctx.save_for_backward(grad_h, grad_w)

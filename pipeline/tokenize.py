@@ -41,7 +41,15 @@ from pipeline.config import stage_cli, to_dict
 from pipeline.corpus_io import Rejected, SourceFile, _reason_kind, iter_file, list_source_files
 from pipeline.packing import Packer, RowSpool, partial_path, write_shards
 from pipeline.shard_format import FORMAT_VERSION, MANIFEST_NAME, split_dir
-from pipeline.tokenizer import EOS_ID, VOCAB_SIZE, Encoder, load_tokenizer, resolve_path, tokenizer_sha256
+from pipeline.tokenizer import (
+    EOS_ID,
+    VOCAB_SIZE,
+    Encoder,
+    load_tokenizer,
+    resolve_encoder,
+    resolve_path,
+    tokenizer_sha256,
+)
 
 DEFAULT_CONFIG = "configs/data/tokenize.yaml"
 WORK_DIR = ".work"
@@ -98,7 +106,7 @@ class ShardConfig:
 
 @dataclass
 class RunConfig:
-    encoder: Literal["tokenizers", "tiktoken"]
+    encoder: Literal["auto", "tokenizers", "tiktoken"]  # auto = tiktoken when installed
     encode_threads: int  # threads per task inside the encoder
     batch_docs: int  # documents per encode batch (and per part-file record batch)
     num_cpus: int | None  # local Ray CPUs (null: all); ignored with RAY_ADDRESS
@@ -391,15 +399,16 @@ def run(cfg: TokenizeConfig, progress: bool = True) -> dict[str, Any]:
     tokenizer_path = str(resolve_path(cfg.tokenizer).resolve())
     tok_sha = tokenizer_sha256(tokenizer_path)
     load_tokenizer(tokenizer_path)  # fail here, not in a worker, on a bad tokenizer or encoder
-    if cfg.run.encoder == "tiktoken" and importlib.util.find_spec("tiktoken") is None:
-        raise ImportError("run.encoder=tiktoken needs the tiktoken package: pip install -e '.[bench]'")
+    encoder = resolve_encoder(cfg.run.encoder)  # resolved once: every worker uses the same one
+    if encoder == "tiktoken" and importlib.util.find_spec("tiktoken") is None:
+        raise ImportError("run.encoder=tiktoken needs the tiktoken package: pip install -e '.[fast]'")
     files = list_source_files(cfg.input)
     if not files:
         raise FileNotFoundError(f"{cfg.input}: no corpus files (.jsonl, .jsonl.zst, .parquet) found")
     settings = {
         "tokenizer": tokenizer_path,
         "tokenizer_sha256": tok_sha,
-        "encoder": cfg.run.encoder,
+        "encoder": encoder,
         "encode_threads": cfg.run.encode_threads,
         "batch_docs": cfg.run.batch_docs,
         "seed": cfg.split.seed,
@@ -502,6 +511,7 @@ def build_report(cfg, files, summaries, splits, tok_sha, reused, tokenize_wall, 
         "rejected_examples": examples[:REJECTED_EXAMPLES],
         "folders": folders,
         "timing": {
+            "encoder": resolve_encoder(cfg.run.encoder),
             "wall_s": round(total_wall, 3),
             "tokenize_wall_s": round(tokenize_wall, 3),
             "read_s": round(read_s, 3),
@@ -544,7 +554,7 @@ def print_summary(report: dict[str, Any]) -> None:
         if f["rows"] == 0:
             print(f"  warning: {name} has no full row; a larger corpus or holdout fraction (split.*) fills it")
     t = report["timing"]
-    print(f"  {t['input_bytes'] / 1e6:.1f} MB in {t['wall_s']:.1f} s ({t['mb_per_s']} MB/s)")
+    print(f"  {t['input_bytes'] / 1e6:.1f} MB in {t['wall_s']:.1f} s ({t['mb_per_s']} MB/s, encoder {t['encoder']})")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,7 +5,8 @@ reference and the interchange format. Two encoders give the same ids from it:
 
 - ``tokenizers``: the Hugging Face library reading tokenizer.json (always available);
 - ``tiktoken``: a faster encoder built from the ranks recovered from tokenizer.json
-  (needs the optional ``tiktoken`` package; tests check id-for-id equality).
+  (needs the optional ``tiktoken`` package, the ``fast`` extra; tests check id-for-id equality);
+- ``auto``: tiktoken when it is installed, else tokenizers.
 
 Both encode a literal ``<|endoftext|>`` inside a document as ordinary text, so the only
 EOS ids in the output are the ones appended after each document.
@@ -14,6 +15,7 @@ EOS ids in the output are the ones appended after each document.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 from functools import lru_cache
@@ -27,6 +29,15 @@ from pipeline.build_tokenizer import EOS_ID, EOS_TOKEN, GPT2_PATTERN, bytes_to_u
 TOKENIZER_PATH = Path(__file__).parent / "assets" / "tokenizer.json"
 VOCAB_SIZE = EOS_ID + 1
 ENCODERS = ("tokenizers", "tiktoken")
+
+
+def resolve_encoder(kind: str) -> str:
+    """The encoder that ``kind`` names; ``auto`` picks the fastest one installed."""
+    if kind == "auto":
+        return "tiktoken" if importlib.util.find_spec("tiktoken") is not None else "tokenizers"
+    if kind not in ENCODERS:
+        raise ValueError(f"unknown encoder {kind!r}; choose auto or one of {ENCODERS}")
+    return kind
 
 
 def resolve_path(path: str | Path | None) -> Path:
@@ -60,7 +71,7 @@ def tiktoken_encoding(path: str | Path | None = None):
     try:
         import tiktoken
     except ImportError:
-        raise ImportError("encoder 'tiktoken' needs the tiktoken package: pip install -e '.[bench]'") from None
+        raise ImportError("encoder 'tiktoken' needs the tiktoken package: pip install -e '.[fast]'") from None
     return tiktoken.Encoding(
         name="gpt2-from-tokenizer-json",
         pat_str=GPT2_PATTERN,
@@ -73,8 +84,7 @@ class Encoder:
     """Batched GPT-2 encoding to uint16 arrays, each ending with one EOS id."""
 
     def __init__(self, kind: str = "tokenizers", path: str | Path | None = None, threads: int = 1):
-        if kind not in ENCODERS:
-            raise ValueError(f"unknown encoder {kind!r}; choose one of {ENCODERS}")
+        kind = resolve_encoder(kind)
         self.kind = kind
         self.threads = max(1, threads)
         if kind == "tokenizers":
