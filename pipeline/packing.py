@@ -14,6 +14,7 @@ permutation across the whole split and written as size-bounded shards.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,12 @@ class Remainder:
 
 
 class Packer:
-    """Streaming packer: ``add`` documents, get full rows back, ``finish`` for the tail."""
+    """Streaming packer: ``add`` documents, get full rows back, ``finish`` for the tail.
+
+    Sources are tracked per document, not per token: tokens per (row, source) are summed
+    over the pieces that document starts and row starts cut the stream into, so the cost
+    grows with documents + rows rather than with tokens.
+    """
 
     def __init__(self, seq_len: int, eos_id: int):
         if seq_len < 1:
@@ -54,8 +60,9 @@ class Packer:
         self.source_names: list[str] = []
         self._codes: dict[str, int] = {}
         self._tokens = np.empty(0, dtype=np.uint16)
-        self._token_source = np.empty(0, dtype=np.int32)
         self._starts = np.empty(0, dtype=np.int64)  # document starts in the buffer
+        self._start_codes = np.empty(0, dtype=np.int64)  # their sources
+        self._open_code = -1  # source of the document running into the buffer from before
         self.rows = 0
         self.documents = 0
         self.source_tokens: dict[str, int] = {}  # tokens in emitted rows, per source
@@ -72,47 +79,61 @@ class Packer:
         lengths = np.asarray(lengths, dtype=np.int64)
         if int(lengths.sum()) != len(tokens) or len(sources) != len(lengths):
             raise ValueError("tokens, lengths and sources of a batch do not agree")
-        codes = np.fromiter((self._code(s) for s in sources), dtype=np.int32, count=len(sources))
-        base = len(self._tokens)
-        new_starts = base + np.concatenate(([0], np.cumsum(lengths)[:-1])) if len(lengths) else np.empty(0, np.int64)
+        codes = np.fromiter((self._code(s) for s in sources), dtype=np.int64, count=len(sources))
+        new_starts = len(self._tokens) + np.concatenate(([0], np.cumsum(lengths)[:-1])) if len(lengths) else np.empty(0, np.int64)
         keep = lengths > 0
         self.documents += int(keep.sum())
-        buffer = np.concatenate((self._tokens, np.asarray(tokens, dtype=np.uint16)))
-        token_source = np.concatenate((self._token_source, np.repeat(codes, lengths)))
-        starts = np.concatenate((self._starts, new_starts[keep]))
-        return self._emit(buffer, token_source, starts)
+        self._tokens = np.concatenate((self._tokens, np.asarray(tokens, dtype=np.uint16)))
+        self._starts = np.concatenate((self._starts, new_starts[keep]))
+        self._start_codes = np.concatenate((self._start_codes, codes[keep]))
+        return self._emit()
 
-    def _emit(self, buffer: np.ndarray, token_source: np.ndarray, starts: np.ndarray) -> PackedRows:
+    def _tokens_per_source(self, rows: int, end: int) -> np.ndarray:
+        """Tokens of each source in each of ``rows`` rows of the buffer's first ``end`` tokens: [rows, sources]."""
+        inside = self._starts[self._starts < end]
+        pieces = np.union1d(np.arange(rows, dtype=np.int64) * self.seq_len, inside)
+        owner = np.searchsorted(inside, pieces, side="right")  # 1 + last document start <= piece
+        codes = np.concatenate(([self._open_code], self._start_codes))[owner]
+        sizes = np.diff(np.append(pieces, end))
+        row = np.minimum(pieces // self.seq_len, rows - 1)
+        width = len(self.source_names)
+        return np.bincount(row * width + codes, weights=sizes, minlength=rows * width).astype(np.int64).reshape(rows, width)
+
+    def _emit(self) -> PackedRows:
         L = self.seq_len
-        n = len(buffer) // L
+        n = len(self._tokens) // L
         cut = n * L
-        ids = buffer[:cut].reshape(n, L)
-        bounds = np.searchsorted(starts, np.arange(n + 1, dtype=np.int64) * L)
-        doc_starts = [(starts[bounds[r] : bounds[r + 1]] - r * L).astype(np.int32) for r in range(n)]
-        row_sources = token_source[:cut].reshape(n, L)
-        counts = np.stack([(row_sources == c).sum(axis=1) for c in range(len(self.source_names))], axis=1) if n else np.zeros((0, 0), np.int64)
-        majority = counts.argmax(axis=1) if n else np.empty(0, np.int64)
-        for c, name in enumerate(self.source_names):
-            if n:
-                self.source_tokens[name] = self.source_tokens.get(name, 0) + int(counts[:, c].sum())
+        ids = self._tokens[:cut].reshape(n, L)
+        bounds = np.searchsorted(self._starts, np.arange(n + 1, dtype=np.int64) * L)
+        doc_starts = [(self._starts[bounds[r] : bounds[r + 1]] - r * L).astype(np.int32) for r in range(n)]
+        majority: list[int] = []
+        if n:
+            counts = self._tokens_per_source(n, cut)
+            majority = counts.argmax(axis=1).tolist()  # ties: the source seen first
+            for c, total in enumerate(counts.sum(axis=0).tolist()):
+                name = self.source_names[c]
+                self.source_tokens[name] = self.source_tokens.get(name, 0) + total
+            if bounds[n]:
+                self._open_code = int(self._start_codes[bounds[n] - 1])
         self.rows += n
-        self._tokens = buffer[cut:].copy()
-        self._token_source = token_source[cut:].copy()
-        self._starts = starts[bounds[n]:] - cut
-        return PackedRows(ids, doc_starts, [self.source_names[m] for m in majority.tolist()])
+        self._tokens = self._tokens[cut:].copy()
+        self._starts = self._starts[bounds[n]:] - cut
+        self._start_codes = self._start_codes[bounds[n]:]
+        return PackedRows(ids, doc_starts, [self.source_names[m] for m in majority])
 
     def finish(self) -> Remainder:
         """The tokens that did not fill a row, counted (the packer is then empty)."""
-        per_source = np.bincount(self._token_source, minlength=len(self.source_names))
+        per_source = self._tokens_per_source(1, len(self._tokens))[0] if len(self._tokens) else np.zeros(0, np.int64)
         remainder = Remainder(
             tokens=len(self._tokens),
             documents_started=len(self._starts),
             eos=int((self._tokens == self.eos_id).sum()),
-            source_tokens={name: int(per_source[c]) for c, name in enumerate(self.source_names) if per_source[c]},
+            source_tokens={self.source_names[c]: int(k) for c, k in enumerate(per_source.tolist()) if k},
         )
         self._tokens = np.empty(0, dtype=np.uint16)
-        self._token_source = np.empty(0, dtype=np.int32)
         self._starts = np.empty(0, dtype=np.int64)
+        self._start_codes = np.empty(0, dtype=np.int64)
+        self._open_code = -1
         return remainder
 
 
@@ -202,17 +223,38 @@ def write_shards(
     row_bytes = 2 * seq_len + 4 * doc_counts.astype(np.int64) + name_bytes.astype(np.int64) + 8
     assignment = shard_assignment(row_bytes[order], max_bytes, rows_per_batch)
     bounds = np.searchsorted(assignment, np.arange(int(assignment.max()) + 2 if len(assignment) else 1))
+    # Token rows are gathered with numpy from the mapped chunks (several times faster than
+    # Arrow's take on fixed-size lists; one shard in memory at a time); the small columns
+    # go through Arrow.
+    id_chunks = [c.flatten().to_numpy().reshape(-1, seq_len) for c in table.column("input_ids").chunks]
+    rest = table.select(["doc_starts", "source"])
     entries = []
     out_dir.mkdir(parents=True, exist_ok=True)
     for index in range(len(bounds) - 1):
         take = order[bounds[index] : bounds[index + 1]]
-        part = table.take(pa.array(take)).combine_chunks().replace_schema_metadata(schema.metadata)
+        picked = rest.take(pa.array(take)).combine_chunks()
+        input_ids = pa.FixedSizeListArray.from_arrays(pa.array(gather_rows(id_chunks, take, seq_len).reshape(-1)), seq_len)
+        part = pa.Table.from_arrays([input_ids, *picked.columns], schema=schema)
         name = shard_name(index)
         entries.append(write_ipc_file(out_dir / name, part, rows_per_batch))
         if entries[-1]["bytes"] > max_bytes:
             raise AssertionError(f"{out_dir / name}: {entries[-1]['bytes']} bytes exceeds shards.max_bytes={max_bytes}")
     source.close()
     return entries
+
+
+def gather_rows(chunks: list[np.ndarray], take: np.ndarray, width: int) -> np.ndarray:
+    """Rows ``take`` (indices over all chunks in order) of 2-D uint16 chunks, in that order."""
+    out = np.empty((len(take), width), dtype=np.uint16)
+    offsets = np.cumsum([0] + [len(c) for c in chunks])
+    which = np.searchsorted(offsets, take, side="right") - 1
+    by_chunk = np.argsort(which, kind="stable")
+    edges = np.searchsorted(which[by_chunk], np.arange(len(chunks) + 1))
+    for c, chunk in enumerate(chunks):
+        rows = by_chunk[edges[c] : edges[c + 1]]
+        if len(rows):
+            out[rows] = chunk[take[rows] - offsets[c]]
+    return out
 
 
 def partial_path(path: Path) -> Path:
@@ -224,13 +266,26 @@ def partial_path(path: Path) -> Path:
 def write_ipc_file(path: Path, table: pa.Table, rows_per_batch: int) -> dict:
     """Write ``table`` as an Arrow IPC file atomically; return its manifest entry."""
     partial = partial_path(path)
-    with pa.OSFile(str(partial), "wb") as sink:
-        with pa.ipc.new_file(sink, table.schema) as writer:
+    with open(partial, "wb") as fh:
+        hashing = HashingWriter(fh)
+        with pa.PythonFile(hashing, mode="w") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table, max_chunksize=rows_per_batch)
-    digest = hashlib.sha256()
-    with open(partial, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    size = partial.stat().st_size
     os.replace(partial, path)
-    return {"name": path.name, "rows": table.num_rows, "bytes": size, "sha256": digest.hexdigest()}
+    return {"name": path.name, "rows": table.num_rows, "bytes": hashing.size, "sha256": hashing.sha256.hexdigest()}
+
+
+class HashingWriter(io.RawIOBase):
+    """A binary file wrapper that hashes what it writes (no second read of the file)."""
+
+    def __init__(self, fh):
+        self._fh = fh
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self._fh.write(data)

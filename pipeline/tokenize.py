@@ -268,47 +268,52 @@ def finished_part(part: Path, sf: SourceFile, settings: dict[str, Any]) -> dict[
 
 def select_documents(
     batch: pa.RecordBatch, split: str, epoch: int, holdout: frozenset[bytes], removed: dict[str, dict[str, int]]
-) -> pa.RecordBatch | None:
-    """The documents of ``batch`` that enter ``split``'s stream in this epoch.
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Token ids, per-document lengths and sources of the documents of ``batch`` that
+    enter ``split``'s stream in this epoch.
 
     Train drops documents whose text hash equals a holdout document's (counted once, in
-    epoch 0, into ``removed``) and keeps a document for ``repeats`` epochs.
+    epoch 0, into ``removed``) and keeps a document for ``repeats`` epochs. Selection is
+    done with numpy masks: Arrow's filter would copy the list column batch by batch.
     """
+    token_lists = batch.column("tokens")
+    lengths = pc.list_value_length(token_lists).to_numpy()
+    sources = batch.column("source").to_pylist()
     mask = batch.column("split").to_numpy() == splitting.SPLITS.index(split)
     if split == "train":
         if holdout:
             digests = batch.column("text_sha256").to_pylist()
             dirty = mask & np.fromiter((d in holdout for d in digests), dtype=bool, count=len(digests))
-            if epoch == 0 and dirty.any():
-                dropped = batch.filter(pa.array(dirty))
-                lengths = pc.list_value_length(dropped.column("tokens")).to_pylist()
-                for source, n in zip(dropped.column("source").to_pylist(), lengths):
-                    entry = removed.setdefault(source, {"documents": 0, "tokens": 0})
+            if epoch == 0:
+                for i in np.flatnonzero(dirty).tolist():
+                    entry = removed.setdefault(sources[i], {"documents": 0, "tokens": 0})
                     entry["documents"] += 1
-                    entry["tokens"] += n
+                    entry["tokens"] += int(lengths[i])
             mask &= ~dirty
         mask &= batch.column("repeats").to_numpy() > epoch
-    return batch.filter(pa.array(mask)) if mask.any() else None
+    tokens = token_lists.flatten().to_numpy()
+    if mask.all():
+        return tokens, lengths, sources
+    return tokens[np.repeat(mask, lengths)], lengths[mask], [s for s, keep in zip(sources, mask.tolist()) if keep]
 
 
 def pack_split(
     split: str,
+    seq_len: int,
     part_paths: list[str],
     holdout: frozenset[bytes],
     max_repeats: int,
     output: str,
     work: str,
-    seq_lens: list[int],
     shard_settings: dict[str, Any],
     metadata: dict[str, str],
 ) -> dict[str, Any]:
-    """Stream the part files into packed, shuffled shards for every length of one split."""
-    packers = {L: Packer(L, EOS_ID) for L in seq_lens}
-    spools = {L: RowSpool(partial_path(Path(work) / f"rows-seq{L}-{split}.arrow"), L) for L in seq_lens}
+    """Stream the part files into packed, shuffled shards of one split at one length."""
+    packer = Packer(seq_len, EOS_ID)
+    spool = RowSpool(partial_path(Path(work) / f"rows-seq{seq_len}-{split}.arrow"), seq_len)
     removed: dict[str, dict[str, int]] = {}
     documents: Counter = Counter()
     tokens: Counter = Counter()
-    timing = {"pack_s": 0.0, "write_s": 0.0}
     start = time.perf_counter()
     epochs = max_repeats if split == "train" else 1
     for epoch in range(epochs):
@@ -316,63 +321,51 @@ def pack_split(
             with pa.memory_map(part_path, "r") as mapped:
                 reader = pa.ipc.open_file(mapped)
                 for i in range(reader.num_record_batches):
-                    chosen = select_documents(reader.get_batch(i), split, epoch, holdout, removed)
-                    if chosen is None:
-                        continue
-                    token_lists = chosen.column("tokens")
-                    flat = token_lists.flatten().to_numpy()
-                    lengths = pc.list_value_length(token_lists).to_numpy()
-                    sources = chosen.column("source").to_pylist()
+                    ids, lengths, sources = select_documents(reader.get_batch(i), split, epoch, holdout, removed)
                     documents.update(sources)
                     for source, n in zip(sources, lengths.tolist()):
                         tokens[source] += n
-                    for L in seq_lens:
-                        spools[L].write(packers[L].add(flat, lengths, sources))
-    timing["pack_s"] = time.perf_counter() - start
+                    spool.write(packer.add(ids, lengths, sources))
+    timing = {"pack_s": time.perf_counter() - start}
 
-    folders = {}
-    for L in seq_lens:
-        start = time.perf_counter()
-        remainder = packers[L].finish()
-        spools[L].close()
-        folder = split_dir(output, L, split)
-        shard_metadata = {**metadata, "seq_len": str(L), "split": split}
-        entries = write_shards(
-            spools[L].path, folder, shard_metadata, shard_settings["seed"], split,
-            shard_settings["max_bytes"], shard_settings["rows_per_batch"],
-        )
-        spools[L].path.unlink()
-        rows = sum(e["rows"] for e in entries)
-        folder_manifest = {
-            "format_version": FORMAT_VERSION,
-            "split": split,
-            "seq_len": L,
-            "eos_id": EOS_ID,
-            "vocab_size": VOCAB_SIZE,
-            "tokenizer_sha256": metadata["tokenizer_sha256"],
-            "rows": rows,
-            "tokens": rows * L,
-            "padding_tokens": 0,  # rows are always full; the tail is the remainder below
-            "documents": int(sum(documents.values())),
-            "document_tokens": int(sum(tokens.values())),
-            "source_tokens": dict(sorted(packers[L].source_tokens.items())),
-            "remainder": {
-                "tokens": remainder.tokens,
-                "documents_started": remainder.documents_started,
-                "eos": remainder.eos,
-                "source_tokens": dict(sorted(remainder.source_tokens.items())),
-            },
-            "shards": entries,
-        }
-        _write_json(folder / MANIFEST_NAME, folder_manifest)
-        timing["write_s"] += time.perf_counter() - start
-        folders[f"seq{L}/{split}"] = {k: v for k, v in folder_manifest.items() if k != "shards"} | {"shards": len(entries)}
+    start = time.perf_counter()
+    remainder = packer.finish()
+    spool.close()
+    folder = split_dir(output, seq_len, split)
+    shard_metadata = {**metadata, "seq_len": str(seq_len), "split": split}
+    entries = write_shards(
+        spool.path, folder, shard_metadata, shard_settings["seed"], split,
+        shard_settings["max_bytes"], shard_settings["rows_per_batch"],
+    )
+    spool.path.unlink()
+    rows = sum(e["rows"] for e in entries)
+    folder_manifest = {
+        "format_version": FORMAT_VERSION,
+        "split": split,
+        "seq_len": seq_len,
+        "eos_id": EOS_ID,
+        "vocab_size": VOCAB_SIZE,
+        "tokenizer_sha256": metadata["tokenizer_sha256"],
+        "rows": rows,
+        "tokens": rows * seq_len,
+        "padding_tokens": 0,  # rows are always full; the tail is the remainder below
+        "documents": int(sum(documents.values())),
+        "document_tokens": int(sum(tokens.values())),
+        "source_tokens": dict(sorted(packer.source_tokens.items())),
+        "remainder": {
+            "tokens": remainder.tokens,
+            "documents_started": remainder.documents_started,
+            "eos": remainder.eos,
+            "source_tokens": dict(sorted(remainder.source_tokens.items())),
+        },
+        "shards": entries,
+    }
+    _write_json(folder / MANIFEST_NAME, folder_manifest)
+    timing["write_s"] = time.perf_counter() - start
     return {
         "split": split,
-        "documents": dict(sorted(documents.items())),
-        "document_tokens": dict(sorted(tokens.items())),
         "decontamination_removed": dict(sorted(removed.items())),
-        "folders": folders,
+        "folder": {f"seq{seq_len}/{split}": {k: v for k, v in folder_manifest.items() if k != "shards"} | {"shards": len(entries)}},
         "timing": timing,
     }
 
@@ -452,10 +445,13 @@ def run(cfg: TokenizeConfig, progress: bool = True) -> dict[str, Any]:
     shard_settings = {"seed": cfg.pack.shuffle_seed, "max_bytes": cfg.shards.max_bytes, "rows_per_batch": cfg.shards.rows_per_batch}
     pack_task = ray.remote(num_cpus=1)(pack_split)
     holdout_ref = ray.put(holdout)
+    # One task per (split, length): each reads the mapped parts on its own, so the big
+    # train split packs its lengths in parallel.
     refs = [
-        pack_task.remote(split, [str(p) for p in part_paths], holdout_ref, max_repeats, str(output), str(work),
-                         list(cfg.pack.seq_lens), shard_settings, metadata)
+        pack_task.remote(split, seq_len, [str(p) for p in part_paths], holdout_ref, max_repeats, str(output), str(work),
+                         shard_settings, metadata)
         for split in split_names(cfg)
+        for seq_len in cfg.pack.seq_lens
     ]
     splits = ray.get(refs)
     if not cfg.run.keep_work:
@@ -485,7 +481,7 @@ def build_report(cfg, files, summaries, splits, tok_sha, reused, tokenize_wall, 
     removed = {}
     pack_s = write_s = 0.0
     for result in splits:
-        folders.update(result["folders"])
+        folders.update(result["folder"])
         pack_s += result["timing"]["pack_s"]
         write_s += result["timing"]["write_s"]
         if result["split"] == "train":
@@ -516,8 +512,9 @@ def build_report(cfg, files, summaries, splits, tok_sha, reused, tokenize_wall, 
             "tokenize_wall_s": round(tokenize_wall, 3),
             "read_s": round(read_s, 3),
             "encode_s": round(encode_s, 3),
-            "pack_s": round(pack_s, 3),
+            "pack_s": round(pack_s, 3),  # CPU seconds over all (split, length) tasks
             "write_s": round(write_s, 3),
+            "pack_write_wall_s": round(total_wall - tokenize_wall, 3),
             "input_bytes": input_bytes,
             "mb_per_s": round(input_bytes / 1e6 / total_wall, 3) if total_wall else None,
         },

@@ -109,6 +109,16 @@ class Encoder:
 
     def encode_with_eos(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """All documents' ids (EOS appended to each) as one uint16 array, plus per-document lengths."""
+        if self.kind == "tiktoken" and self.threads == 1:
+            # Straight to numpy: no Python int per token (about 10% of the encode time).
+            eos = np.array([EOS_ID], dtype=np.uint32)
+            parts = []
+            for text in texts:
+                parts.append(self._encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=()))
+                parts.append(eos)
+            lengths = np.fromiter((len(p) + 1 for p in parts[::2]), dtype=np.int64, count=len(texts))
+            flat = np.concatenate(parts).astype(np.uint16) if parts else np.empty(0, np.uint16)
+            return flat, lengths
         ids = self.encode_ids(texts)
         lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
         flat = np.empty(int(lengths.sum()), dtype=np.uint16)

@@ -72,6 +72,27 @@ def test_majority_source_of_a_row():
     assert packer.source_tokens == {"small": 3, "big": 7}
 
 
+def test_row_sources_match_a_per_token_count():
+    rng = np.random.default_rng(2)
+    docs = make_docs(rng, 300, max_len=900)  # many documents longer than a row
+    sources = [str(rng.choice(["p", "q", "r", "s"])) for _ in docs]
+    rows, _, majority, packer, remainder = pack_all(docs, sources, 128, batch=7)
+    token_source = np.concatenate([np.full(len(d), i) for i, d in enumerate(docs)])
+    token_source = np.array([sources[i] for i in token_source])
+    first_seen = list(dict.fromkeys(sources))
+    expected, totals = [], {}
+    for r in range(len(rows)):
+        names, counts = np.unique(token_source[r * 128 : (r + 1) * 128], return_counts=True)
+        best = max(counts)
+        expected.append(min((n for n, c in zip(names, counts) if c == best), key=first_seen.index))
+        for n, c in zip(names, counts):
+            totals[str(n)] = totals.get(str(n), 0) + int(c)
+    assert majority == expected
+    assert packer.source_tokens == totals
+    names, counts = np.unique(token_source[len(rows) * 128 :], return_counts=True)
+    assert remainder.source_tokens == {str(n): int(c) for n, c in zip(names, counts)}
+
+
 def test_document_longer_than_several_rows():
     packer = Packer(4, EOS)
     doc = np.append(np.arange(1, 10, dtype=np.uint16), np.uint16(EOS))  # 10 tokens

@@ -119,10 +119,13 @@ def test_literal_endoftext_in_text_is_not_eos():
     assert load_tokenizer().decode(ids) == "before <|endoftext|> after"
 
 
-def test_encode_with_eos_appends_one_eos_per_document(texts):
-    encoder = Encoder("tokenizers")
-    flat, lengths = encoder.encode_with_eos(texts[:20])
-    ids = encoder.encode_ids(texts[:20])
+@pytest.mark.parametrize("kind, threads", [("tokenizers", 1), ("tiktoken", 1), ("tiktoken", 2)])
+def test_encode_with_eos_appends_one_eos_per_document(texts, kind, threads):
+    if kind == "tiktoken":
+        pytest.importorskip("tiktoken")
+    batch = texts[:20] + ["before <|endoftext|> after", ""]
+    flat, lengths = Encoder(kind, threads=threads).encode_with_eos(batch)
+    ids = Encoder("tokenizers").encode_ids(batch)  # the reference ids
     assert flat.dtype == np.uint16
     assert lengths.tolist() == [len(x) + 1 for x in ids]
     ends = np.cumsum(lengths) - 1
