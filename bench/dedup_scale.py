@@ -4,7 +4,8 @@
 
 Generates ``--docs`` documents of about ``--doc-bytes`` bytes from real text (random
 windows of the sample corpus with random word substitutions, so documents are
-distinct), plants 3% near-duplicates (edited copies) and 2% exact copies, writes them
+distinct), plants 3% near-duplicates (edited copies) and 2% exact copies (``--near``, ``--exact``;
+raise ``--near`` to see that memory does not follow the number of candidate pairs), writes them
 as ``.jsonl.zst`` files of 10,000 documents in four sources, then runs
 ``python -m pipeline.dedup`` in a subprocess and samples, every 0.2 s, the resident
 memory of the driver and of the whole process tree (driver + Ray's processes).
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import subprocess
 import sys
 import time
@@ -25,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def generate(out: Path, docs: int, doc_bytes: int, corpus: str, seed: int) -> int:
+def generate(out: Path, docs: int, doc_bytes: int, corpus: str, seed: int, exact: float = 0.02, near: float = 0.03) -> int:
     import zstandard
 
     from pipeline.corpus_io import Document, read_corpus
@@ -46,9 +48,9 @@ def generate(out: Path, docs: int, doc_bytes: int, corpus: str, seed: int) -> in
         lines = []
         for k in range(min(10_000, docs - file_no)):
             r = rng.random()
-            if r < 0.02 and recent:
+            if r < exact and recent:
                 text = rng.choice(recent)  # exact copy
-            elif r < 0.05 and recent:
+            elif r < exact + near and recent:
                 w = rng.choice(recent).split(" ")
                 for _ in range(max(1, len(w) // 40)):  # ~2.5% of words changed
                     w[rng.randrange(len(w))] = rng.choice(words)
@@ -100,16 +102,20 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/dedup_scale")
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--exact", type=float, default=0.02, help="fraction of documents that are exact copies")
+    parser.add_argument("--near", type=float, default=0.03,
+                        help="fraction that are edited copies (raise it to see memory against candidate pairs)")
     args = parser.parse_args()
     out = Path(args.out)
-    corpus = out / f"corpus-{args.docs}"
+    name = f"{args.docs}" if (args.exact, args.near) == (0.02, 0.03) else f"{args.docs}-e{args.exact}-n{args.near}"
+    corpus = out / f"corpus-{name}"
     if not (corpus / "DONE").exists():
         t = time.time()
-        nbytes = generate(corpus, args.docs, args.doc_bytes, args.corpus, args.seed)
+        nbytes = generate(corpus, args.docs, args.doc_bytes, args.corpus, args.seed, args.exact, args.near)
         (corpus / "DONE").write_text(str(nbytes))
         print(f"generated {args.docs:,} documents, {nbytes / 1e9:.2f} GB in {time.time() - t:.0f} s")
     nbytes = int((corpus / "DONE").read_text())
-    result_dir = out / f"dedup-{args.docs}"
+    result_dir = out / f"dedup-{name}"
     subprocess.run(["rm", "-rf", str(result_dir)], check=True)
     cmd = [sys.executable, "-m", "pipeline.dedup", f"input={corpus}", f"output={result_dir}", f"run.num_cpus={args.num_cpus}", "run.progress=false"]
     start = time.time()
@@ -123,8 +129,12 @@ def main() -> None:
     output = proc.stdout.read()
     print(output[-3000:])
     timings = json.loads((result_dir / "_work" / "timings.json").read_text()) if (result_dir / "_work" / "timings.json").exists() else {}
+    pairs = re.search(r"([\d,]+) candidate pairs, ([\d,]+) verified", output)
     result = {
         "docs": args.docs,
+        "planted_exact": args.exact,
+        "planted_near": args.near,
+        "candidate_pairs": int(pairs.group(1).replace(",", "")) if pairs else None,
         "gb": round(nbytes / 1e9, 3),
         "wall_s": round(wall, 1),
         "mb_per_s": round(nbytes / 1e6 / wall, 2),
@@ -134,7 +144,7 @@ def main() -> None:
         "returncode": proc.returncode,
     }
     print(json.dumps(result))
-    (out / f"result-{args.docs}.json").write_text(json.dumps(result, indent=1))
+    (out / f"result-{name}.json").write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -106,28 +106,42 @@ def _batch_units(texts: Sequence[str], unit: str) -> tuple[np.ndarray, np.ndarra
 _WHITESPACE = np.array([c for c in range(0x3001) if chr(c).isspace()], dtype=np.uint32)
 _IS_SPACE = np.zeros(0x3002, dtype=bool)  # lookup table; code points above 0x3000 clip to False
 _IS_SPACE[_WHITESPACE] = True
-# Random odd multipliers per position in a word (the last one serves all later positions).
-_POSITION_KEYS = np.random.default_rng(20230601).integers(0, 2**63, size=1024, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+_INV_POLY = np.uint64(pow(int(_POLY), -1, 1 << 64))  # _POLY is odd, so invertible mod 2^64
+_POWERS_CACHED = 1 << 22  # table entries kept between batches (64 MiB for both tables)
+_powers_cache: list[np.ndarray] = [np.ones(1, np.uint64), np.ones(1, np.uint64)]
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """_POLY**i and _POLY**-i (mod 2^64) for i < n; tables up to _POWERS_CACHED entries are kept."""
+    if len(_powers_cache[0]) < n:
+        size = max(n, min(2 * n, _POWERS_CACHED))
+        with np.errstate(over="ignore"):
+            tables = [np.cumprod(np.concatenate(([np.uint64(1)], np.full(size - 1, base, np.uint64))), dtype=np.uint64)
+                      for base in (_POLY, _INV_POLY)]
+        if size > _POWERS_CACHED:
+            return tables[0], tables[1]
+        _powers_cache[:] = tables
+    return _powers_cache[0][:n], _powers_cache[1][:n]
 
 
 def _word_units(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """One 64-bit hash per word (``str.split()`` words) of every document, vectorised:
-    a word's hash is the mixed sum of its code points times random per-position
-    multipliers (``np.add.reduceat`` over word starts)."""
+    """One 64-bit hash per word (``str.split()`` words) of every document, vectorised.
+
+    A word's hash is the polynomial hash of its code points, sum cp[j] * P^(j - start),
+    read off one prefix sum over the whole batch: (prefix[end] - prefix[start]) * P^-start.
+    That is a handful of passes over the code points, with no per-word Python work.
+    """
     joined = " ".join(texts)  # the separator keeps words from spanning documents
     cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
-    in_word = ~_IS_SPACE[np.minimum(cps, 0x3001)]
-    starts_mask = in_word.copy()
-    starts_mask[1:] &= ~in_word[:-1]
-    word_starts = np.nonzero(starts_mask)[0]
-    index = np.arange(len(cps), dtype=np.int64)
-    # position of each character in its word: distance to the latest word start
-    pos_in_word = index - np.maximum.accumulate(np.where(starts_mask, index, 0))
+    space = np.take(_IS_SPACE, cps, mode="clip")  # code points above the table read its last entry: False
+    # With space around the text, the changes space <-> non-space alternate: word start, word end, ...
+    changes = np.flatnonzero(np.diff(space.view(np.int8), prepend=np.int8(1), append=np.int8(1)))
+    word_starts, word_ends = changes[0::2], changes[1::2]
+    powers, inverse_powers = _powers(len(cps))
     with np.errstate(over="ignore"):
-        # multilinear hash: sum of code point x a random odd coefficient per position
-        values = cps.astype(np.uint64) * _POSITION_KEYS[np.minimum(pos_in_word, len(_POSITION_KEYS) - 1)]
-        values[~in_word] = 0  # whitespace adds nothing to a word's sum
-        units = fmix64(np.add.reduceat(values, word_starts)) if len(word_starts) else np.empty(0, dtype=np.uint64)
+        prefix = np.zeros(len(cps) + 1, dtype=np.uint64)
+        np.cumsum(cps * powers, out=prefix[1:])
+        units = fmix64((prefix[word_ends] - prefix[word_starts]) * inverse_powers[word_starts])
     doc_starts = np.zeros(len(texts), dtype=np.int64)
     if len(texts) > 1:
         np.cumsum(np.fromiter((len(t) + 1 for t in texts[:-1]), dtype=np.int64, count=len(texts) - 1), out=doc_starts[1:])

@@ -48,6 +48,18 @@ def test_missing_data_is_a_clear_error(tmp_path):
         real_tokens(config.data, 100)
 
 
+def test_tokens_from_shards_are_exactly_the_number_asked(tmp_path):
+    from tests.test_train_support import EOS, write_token_dir
+
+    root = write_token_dir(tmp_path / "tokens", seq_lens=(64,))
+    config = load_config(CoordCheckConfig, "configs/train/coord_check.yaml",
+                         {"data": {"tokens_root": str(root), "shard_seq_len": 64, "eos_id": EOS}})
+    ids = real_tokens(config.data, 100)  # not a whole number of 64-token rows
+    assert ids.shape == (100,)
+    with pytest.raises(ValueError, match="rows"):
+        real_tokens(config.data, 10**9)
+
+
 @pytest.mark.slow
 def test_coord_check_passes_mup_and_flags_standard_parameterization(tmp_path, capsys):
     corpus = write_text_corpus(tmp_path / "corpus")

@@ -33,8 +33,7 @@ def real_documents(count: int, min_chars: int = 1500, max_chars: int = 12000, sk
             continue
         seen.add(text)
         out.append(text)
-    if len(out) < skip + count:
-        pytest.skip(f"only {len(out)} standard-library files of the right size")
+    assert len(out) >= skip + count, f"only {len(out)} standard-library files of the right size"
     return out[skip : skip + count]
 
 

@@ -106,7 +106,7 @@ def _read_records(path: Path):
 
 
 def real_tokens(source: TokenSource, num_tokens: int) -> np.ndarray:
-    """At least ``num_tokens`` real token ids: from the shards when built, else tokenised text."""
+    """Exactly ``num_tokens`` real token ids: from the shards when built, else tokenised text."""
     shard_dir = Path(source.tokens_root) / f"seq{source.shard_seq_len}" / source.split
     if shard_dir.is_dir() and any(shard_dir.glob("shard-*.arrow")):
         from train.data import ShardSet, expected_metadata
@@ -116,7 +116,7 @@ def real_tokens(source: TokenSource, num_tokens: int) -> np.ndarray:
         rows = math.ceil(num_tokens / source.shard_seq_len)
         if rows > len(shards):
             raise ValueError(f"{shard_dir} holds {len(shards)} rows; the check needs {rows}")
-        return shards.tokens(np.arange(rows)).reshape(-1)
+        return shards.tokens(np.arange(rows)).reshape(-1)[:num_tokens]
     files = sorted(p for p in Path(source.text_root).rglob("*") if p.name.endswith((".jsonl", ".jsonl.zst")))
     if not files:
         raise FileNotFoundError(

@@ -49,7 +49,9 @@ def long_context_eval(trainer: Trainer, model) -> dict[str, Any] | None:
 
 def sample_generation(trainer: Trainer, model) -> dict[str, Any] | None:
     s = trainer.config.sample
-    if not s.tokenizer or not Path(s.tokenizer).exists():
+    if not s.tokenizer:  # the config asks for no sample
+        return None
+    if not Path(s.tokenizer).exists():
         print(f"sample generation skipped: tokenizer {s.tokenizer!r} not found", file=sys.stderr)
         return None
     from tokenizers import Tokenizer
