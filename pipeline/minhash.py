@@ -104,25 +104,39 @@ def _oph_block(texts: Sequence[str], mh: MinHasher, bin_lo: np.ndarray, sigs: np
     filled[:] = hit.reshape(len(texts), k)
 
 
+_PROBE_CELLS = 1 << 14  # probe-table entries per window: small enough to stay in cache
+_PROBE_WINDOW_MAX = 4096
+
+
 def _densify(values: np.ndarray, filled: np.ndarray, valid: np.ndarray, seed: int) -> np.ndarray:
-    """Fill empty bins from the first filled bin along each bin's seeded probe sequence."""
+    """Fill empty bins from the first filled bin along each bin's seeded probe sequence.
+
+    Attempts are tried in windows (a [cells, attempts] probe table at a time), so a
+    document with one filled bin out of 128 costs a few numpy calls, not hundreds.
+    """
     k = values.shape[1]
     rows, cols = np.nonzero(~filled & valid[:, None])
     out = values.copy()
-    attempt = 0
+    first_attempt = 1
     while len(rows):
-        attempt += 1
-        probe = _probe(cols, attempt, k, seed)
-        hit = filled[rows, probe]
-        out[rows[hit], cols[hit]] = values[rows[hit], probe[hit]]
-        rows, cols = rows[~hit], cols[~hit]
+        window = int(min(_PROBE_WINDOW_MAX, max(1, _PROBE_CELLS // len(rows))))
+        attempts = np.arange(first_attempt, first_attempt + window, dtype=np.uint64)
+        probes = _probe(cols[:, None], attempts[None, :], k, seed)  # [cells, window]
+        hits = filled[rows[:, None], probes]
+        found = hits.any(axis=1)
+        first_hit = hits.argmax(axis=1)[found]
+        r, c = rows[found], cols[found]
+        out[r, c] = values[r, probes[found, first_hit]]
+        rows, cols = rows[~found], cols[~found]
+        first_attempt += window
     return out
 
 
-def _probe(cols: np.ndarray, attempt: int, k: int, seed: int) -> np.ndarray:
-    """The bin that empty bin ``cols`` looks at on ``attempt``: same for every document."""
+def _probe(cols: np.ndarray, attempt, k: int, seed: int) -> np.ndarray:
+    """The bin that empty bin ``cols`` looks at on ``attempt`` (broadcasts): same for every document."""
     with np.errstate(over="ignore"):
-        x = cols.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(attempt * 0xBF58476D1CE4E5B9 + seed & 0xFFFFFFFFFFFFFFFF)
+        step = np.asarray(attempt, dtype=np.uint64) * np.uint64(0xBF58476D1CE4E5B9) + np.uint64(seed & 0xFFFFFFFFFFFFFFFF)
+        x = cols.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + step
         return (fmix64(x) % np.uint64(k)).astype(np.int64)
 
 

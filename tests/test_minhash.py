@@ -8,7 +8,7 @@ import datasketch
 import numpy as np
 import pytest
 
-from pipeline.minhash import MinHasher, estimate_jaccard
+from pipeline.minhash import MinHasher, _densify, _probe, estimate_jaccard
 from pipeline.normalize import clean_text
 from pipeline.shingles import exact_jaccard, shingle_hashes, shingle_strings
 from tests.test_dedup import edit_to_jaccard, real_documents
@@ -87,3 +87,24 @@ def test_short_text_is_one_shingle():
     assert valid.all()
     np.testing.assert_array_equal(sig[0], sig[2])
     assert (sig[0] != sig[1]).all()
+
+
+def test_densify_takes_the_first_filled_bin_along_each_probe_sequence():
+    rng = np.random.default_rng(3)
+    k = 32
+    values = rng.integers(0, 2**32, size=(40, k), dtype=np.uint64).astype(np.uint32)
+    filled = rng.random((40, k)) < np.linspace(0.0, 0.9, 40)[:, None]  # from no bin to most bins
+    filled[1, :] = False
+    filled[1, 5] = True  # one filled bin: every other bin must probe its way to it
+    valid = filled.any(axis=1)
+    out = _densify(values, filled, valid, seed=11)
+    for row in np.flatnonzero(valid):
+        for col in range(k):
+            if filled[row, col]:
+                assert out[row, col] == values[row, col]
+                continue
+            attempt = 1
+            while not filled[row, probe := int(_probe(np.array([col]), attempt, k, 11)[0])]:
+                attempt += 1
+            assert out[row, col] == values[row, probe], (row, col)
+    assert (out[1] == values[1, 5]).all()
