@@ -8,6 +8,8 @@ peak memory is its own):
                  configs/train/demo.yaml: BTLM demo model, chunked loss, its micro-batches,
                  data loading from memory-mapped shards) at the first phase's length
   matmul-peak    fp32 and bf16 matmul throughput of this machine (for MFU)
+  demo-compiled  demo-step with `compile: true` (torch.compile; not in the default cases,
+                 compiling takes minutes on a CPU; the warm-up step absorbs it)
 
     python bench/bench_train.py [--rounds 3] [--steps 2] [--threads 2] [--cases a,b] [--json out.json]
 
@@ -141,7 +143,7 @@ def write_random_shards(root: Path, seq_lens: list[int], rows: dict[int, int]) -
                 w.write_table(table, max_chunksize=256)
 
 
-def case_demo(args) -> dict:
+def case_demo(args, compile_model: bool = False) -> dict:
     import torch
 
     from pipeline.config import load_config
@@ -156,7 +158,8 @@ def case_demo(args) -> dict:
         seq_lens = sorted({p.seq_len for p in base.phases})
         write_random_shards(Path(tmp), seq_lens, {L: max(base.tokens_per_batch // L * 4, rows_needed) for L in seq_lens})
         overrides = {"data": {"root": tmp, "tokenizer_sha256": None}, "run_dir": str(Path(tmp) / "run"),
-                     "resume": "none", "log": {"progress": False}, "num_threads": args.threads}
+                     "resume": "none", "log": {"progress": False}, "num_threads": args.threads,
+                     "compile": compile_model}
         config = load_config(TrainConfig, REPO / args.config, overrides)
         trainer = Trainer(config, Path(tmp) / "run", init_distributed())
         before = current_rss_mb()
@@ -186,7 +189,8 @@ def case_matmul(args) -> dict:
 
 
 CASES = {"nanogpt-fp32": lambda a: case_nanogpt(a, False), "nanogpt-bf16": lambda a: case_nanogpt(a, True),
-         "demo-step": case_demo, "matmul-peak": case_matmul}
+         "demo-step": case_demo, "matmul-peak": case_matmul, "demo-compiled": lambda a: case_demo(a, True)}
+DEFAULT_CASES = ["nanogpt-fp32", "nanogpt-bf16", "demo-step", "matmul-peak"]
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -214,7 +218,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of all cases, interleaved")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--config", default="configs/train/demo.yaml")
-    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--cases", default=",".join(DEFAULT_CASES), help=f"comma-separated, of {', '.join(CASES)}")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # run one case in this process
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
@@ -253,6 +257,9 @@ def main() -> None:
         if "bf16_tflops" in peak:
             results["ratios"]["demo_fraction_of_bf16_matmul_peak"] = demo["tflops"] / peak["bf16_tflops"]
         print("ratios         " + json.dumps(results["ratios"]))
+    compiled = results.get("demo-compiled")
+    if demo and compiled:
+        print(f"torch.compile: {compiled['tokens_per_s'] / demo['tokens_per_s']:.2f}x the demo step's tokens/s")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
 

@@ -9,7 +9,7 @@ raise ``--near`` to see that memory does not follow the number of candidate pair
 as ``.jsonl.zst`` files of 10,000 documents in four sources, then runs
 ``python -m pipeline.dedup`` in a subprocess and samples, every 0.2 s, the resident
 memory of the driver and of the whole process tree (driver + Ray's processes).
-Prints wall time, MB/s, peak driver RSS and peak total RSS.
+Prints wall time, MB/s, peak driver RSS and the peak total as RSS, PSS and USS.
 """
 
 from __future__ import annotations
@@ -73,25 +73,33 @@ def generate(out: Path, docs: int, doc_bytes: int, corpus: str, seed: int, exact
     return total
 
 
-def tree_rss(pid: int) -> tuple[int, int]:
-    """(driver RSS, RSS of the driver and every descendant) in bytes."""
+def tree_memory(pid: int) -> dict[str, int]:
+    """Resident memory of the driver and of the driver + every descendant, in bytes.
+
+    ``rss`` sums each process's resident set, so pages shared between processes (Ray's
+    object store, memory-mapped work files read by several tasks) count once per
+    process; ``pss`` shares them out (proportional set size) and is the honest total;
+    ``uss`` counts only the pages private to each process (its own heap).
+    """
     import psutil
 
+    out = {"driver_rss": 0, "rss": 0, "pss": 0, "uss": 0}
     try:
         root = psutil.Process(pid)
         procs = [root] + root.children(recursive=True)
     except psutil.NoSuchProcess:
-        return 0, 0
-    driver, total = 0, 0
+        return out
     for p in procs:
         try:
-            rss = p.memory_info().rss
-        except psutil.NoSuchProcess:
+            info = p.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        total += rss
+        out["rss"] += info.rss
+        out["pss"] += getattr(info, "pss", info.rss)
+        out["uss"] += info.uss
         if p.pid == pid:
-            driver = rss
-    return driver, total
+            out["driver_rss"] = info.rss
+    return out
 
 
 def main() -> None:
@@ -120,10 +128,10 @@ def main() -> None:
     cmd = [sys.executable, "-m", "pipeline.dedup", f"input={corpus}", f"output={result_dir}", f"run.num_cpus={args.num_cpus}", "run.progress=false"]
     start = time.time()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak_driver = peak_total = 0
+    peak = {"driver_rss": 0, "rss": 0, "pss": 0, "uss": 0}
     while proc.poll() is None:
-        d, t = tree_rss(proc.pid)
-        peak_driver, peak_total = max(peak_driver, d), max(peak_total, t)
+        for key, value in tree_memory(proc.pid).items():
+            peak[key] = max(peak[key], value)
         time.sleep(0.2)
     wall = time.time() - start
     output = proc.stdout.read()
@@ -139,8 +147,10 @@ def main() -> None:
         "wall_s": round(wall, 1),
         "mb_per_s": round(nbytes / 1e6 / wall, 2),
         "mb_per_cpu_s": round(nbytes / 1e6 / timings["cpu_seconds"], 2) if timings else None,
-        "peak_driver_rss_mb": round(peak_driver / 1e6, 1),
-        "peak_total_rss_mb": round(peak_total / 1e6, 1),
+        "peak_driver_rss_mb": round(peak["driver_rss"] / 1e6, 1),
+        "peak_total_rss_mb": round(peak["rss"] / 1e6, 1),  # shared pages counted once per process
+        "peak_total_pss_mb": round(peak["pss"] / 1e6, 1),  # shared pages shared out
+        "peak_total_uss_mb": round(peak["uss"] / 1e6, 1),  # private pages only
         "returncode": proc.returncode,
     }
     print(json.dumps(result))

@@ -485,8 +485,9 @@ def lsh_partition(cfg: DedupStageConfig, work: Path, p: int, offsets: np.ndarray
 
 
 def shingles_file(cfg: DedupStageConfig, work: Path, file_no: int, offsets: np.ndarray) -> dict:
-    """Sorted unique shingle hashes of this file's documents that an unsure pair needs,
-    stored as one flat array + per-document bounds (memory-mapped by the verify tasks)."""
+    """Sorted unique shingle hashes of this file's documents that an unsure pair needs:
+    one flat little-endian uint64 file + per-document bounds, streamed out in chunks of
+    documents so the task's memory does not grow with how many documents are unsure."""
     import pyarrow.parquet as pq
 
     from pipeline.shingles import shingle_hashes
@@ -502,35 +503,57 @@ def shingles_file(cfg: DedupStageConfig, work: Path, file_no: int, offsets: np.n
             ids = z["unsure"].ravel()
         needed.append(ids[(ids >= lo_id) & (ids < hi_id)])
     ids = np.unique(np.concatenate(needed)) if needed else np.empty(0, dtype=np.int64)
-    sets, bounds = [], [0]
-    if len(ids):
-        wanted = set((ids - lo_id).tolist())
-        cleaned, i = [], 0
-        for batch in pq.ParquetFile(work / "prepare" / f"{_file_key(file_no)}.parquet").iter_batches(batch_size=1024, columns=["text"]):
-            for text in batch.column(0).to_pylist():
-                if i in wanted:
-                    cleaned.append(clean_text(text))
-                i += 1
-        for start in range(0, len(cleaned), 256):
-            chunk = cleaned[start : start + 256]
-            h, doc = shingle_hashes(chunk, cfg.minhash.ngram, cfg.minhash.unit)
-            edges = np.searchsorted(doc, np.arange(len(chunk) + 1))
-            for k in range(len(chunk)):
-                u = np.unique(h[edges[k] : edges[k + 1]])
-                sets.append(u)
-                bounds.append(bounds[-1] + len(u))
-    save_npy(Path(f"{stem}.hashes.npy"), np.concatenate(sets) if sets else np.empty(0, dtype=np.uint64))
+    hashes_path = Path(f"{stem}.hashes.bin")
+    partial = _atomic_path(hashes_path)
+    bounds = [0]
+    with open(partial, "wb") as sink:
+
+        def flush(texts: list[str]) -> None:
+            h, doc = shingle_hashes(texts, cfg.minhash.ngram, cfg.minhash.unit)
+            edges = np.searchsorted(doc, np.arange(len(texts) + 1))
+            for k in range(len(texts)):
+                unique = np.unique(h[edges[k] : edges[k + 1]])
+                sink.write(unique.astype("<u8", copy=False).tobytes())
+                bounds.append(bounds[-1] + len(unique))
+            texts.clear()
+
+        if len(ids):
+            wanted = set((ids - lo_id).tolist())
+            chunk: list[str] = []
+            i = 0
+            for batch in pq.ParquetFile(work / "prepare" / f"{_file_key(file_no)}.parquet").iter_batches(batch_size=1024, columns=["text"]):
+                for text in batch.column(0).to_pylist():
+                    if i in wanted:
+                        chunk.append(clean_text(text))
+                        if len(chunk) == 256:
+                            flush(chunk)
+                    i += 1
+            if chunk:
+                flush(chunk)
+    os.replace(partial, hashes_path)
     save_npy(Path(f"{stem}.bounds.npy"), np.array(bounds, dtype=np.int64))
     save_npy(done, ids.astype(np.int64))  # last: marks the task done
     return {"documents": int(len(ids))}
 
 
 class ShingleStore:
-    """Shingle-hash sets of the documents unsure pairs need, memory-mapped per file."""
+    """Shingle-hash sets of the documents unsure pairs need, read with positioned reads.
+
+    Nothing is memory-mapped: a verify task holds the two sets it compares, not the
+    pages of every file it has touched (which would grow with the number of pairs).
+    """
 
     def __init__(self, work: Path, offsets: np.ndarray):
         self.work, self.offsets = work, offsets
-        self._files: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._files: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
+
+    def __enter__(self) -> "ShingleStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for _, _, fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
 
     def get(self, dense: int) -> np.ndarray:
         f = int(np.searchsorted(self.offsets, dense, side="right") - 1)
@@ -539,11 +562,12 @@ class ShingleStore:
             self._files[f] = (
                 load_npy(Path(f"{stem}.ids.npy")),
                 load_npy(Path(f"{stem}.bounds.npy")),
-                load_npy(Path(f"{stem}.hashes.npy"), mmap=True),
+                os.open(f"{stem}.hashes.bin", os.O_RDONLY),
             )
-        ids, bounds, hashes = self._files[f]
+        ids, bounds, fd = self._files[f]
         k = int(np.searchsorted(ids, dense))
-        return np.asarray(hashes[bounds[k] : bounds[k + 1]])
+        lo, hi = int(bounds[k]), int(bounds[k + 1])
+        return np.frombuffer(os.pread(fd, 8 * (hi - lo), 8 * lo), dtype="<u8")
 
 
 def verify_partition(cfg: DedupStageConfig, work: Path, p: int, offsets: np.ndarray) -> dict:
@@ -553,13 +577,13 @@ def verify_partition(cfg: DedupStageConfig, work: Path, p: int, offsets: np.ndar
         return {}
     with np.load(work / "lsh" / f"{_part(p)}.npz", allow_pickle=False) as z:
         edges, unsure = z["edges"], z["unsure"]
-    store = ShingleStore(work, offsets)
     keep = np.zeros(len(unsure), dtype=bool)
-    for i, (a, b) in enumerate(unsure.tolist()):
-        sa, sb = store.get(a), store.get(b)
-        inter = len(np.intersect1d(sa, sb, assume_unique=True))
-        union = len(sa) + len(sb) - inter
-        keep[i] = (inter / union if union else 1.0) >= cfg.lsh.verify_threshold
+    with ShingleStore(work, offsets) as store:
+        for i, (a, b) in enumerate(unsure.tolist()):
+            sa, sb = store.get(a), store.get(b)
+            inter = len(np.intersect1d(sa, sb, assume_unique=True))
+            union = len(sa) + len(sb) - inter
+            keep[i] = (inter / union if union else 1.0) >= cfg.lsh.verify_threshold
     save_npy(out, np.concatenate((edges, unsure[keep])).astype(np.int64))
     return {"edges": int(len(edges) + keep.sum())}
 
