@@ -32,6 +32,7 @@ also the order of their string ids within each file.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -488,8 +489,6 @@ def shingles_file(cfg: DedupStageConfig, work: Path, file_no: int, offsets: np.n
     """Sorted unique shingle hashes of this file's documents that an unsure pair needs:
     one flat little-endian uint64 file + per-document bounds, streamed out in chunks of
     documents so the task's memory does not grow with how many documents are unsure."""
-    import pyarrow.parquet as pq
-
     from pipeline.shingles import shingle_hashes
 
     stem = work / "shingles" / _file_key(file_no)
@@ -506,34 +505,33 @@ def shingles_file(cfg: DedupStageConfig, work: Path, file_no: int, offsets: np.n
     hashes_path = Path(f"{stem}.hashes.bin")
     partial = _atomic_path(hashes_path)
     bounds = [0]
+    texts = _cleaned_texts(work / "prepare" / f"{_file_key(file_no)}.parquet", set((ids - lo_id).tolist()))
     with open(partial, "wb") as sink:
-
-        def flush(texts: list[str]) -> None:
-            h, doc = shingle_hashes(texts, cfg.minhash.ngram, cfg.minhash.unit)
-            edges = np.searchsorted(doc, np.arange(len(texts) + 1))
-            for k in range(len(texts)):
+        while chunk := list(itertools.islice(texts, 256)):
+            h, doc = shingle_hashes(chunk, cfg.minhash.ngram, cfg.minhash.unit)
+            edges = np.searchsorted(doc, np.arange(len(chunk) + 1))
+            for k in range(len(chunk)):
                 unique = np.unique(h[edges[k] : edges[k + 1]])
                 sink.write(unique.astype("<u8", copy=False).tobytes())
                 bounds.append(bounds[-1] + len(unique))
-            texts.clear()
-
-        if len(ids):
-            wanted = set((ids - lo_id).tolist())
-            chunk: list[str] = []
-            i = 0
-            for batch in pq.ParquetFile(work / "prepare" / f"{_file_key(file_no)}.parquet").iter_batches(batch_size=1024, columns=["text"]):
-                for text in batch.column(0).to_pylist():
-                    if i in wanted:
-                        chunk.append(clean_text(text))
-                        if len(chunk) == 256:
-                            flush(chunk)
-                    i += 1
-            if chunk:
-                flush(chunk)
     os.replace(partial, hashes_path)
     save_npy(Path(f"{stem}.bounds.npy"), np.array(bounds, dtype=np.int64))
     save_npy(done, ids.astype(np.int64))  # last: marks the task done
     return {"documents": int(len(ids))}
+
+
+def _cleaned_texts(table: Path, rows: set[int]):
+    """Cleaned text of the given rows of a prepared document table, in row order, streamed."""
+    import pyarrow.parquet as pq
+
+    if not rows:
+        return
+    i = 0
+    for batch in pq.ParquetFile(table).iter_batches(batch_size=1024, columns=["text"]):
+        for text in batch.column(0).to_pylist():
+            if i in rows:
+                yield clean_text(text)
+            i += 1
 
 
 class ShingleStore:

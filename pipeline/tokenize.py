@@ -484,7 +484,7 @@ def build_report(cfg, files, summaries, splits, tok_sha, reused, tokenize_wall, 
         folders.update(result["folder"])
         pack_s += result["timing"]["pack_s"]
         write_s += result["timing"]["write_s"]
-        if result["split"] == "train":
+        if result["split"] == "train":  # every length's train task counts the same removals
             removed = result["decontamination_removed"]
     input_bytes = sum(c["bytes"] for per in documents.values() for c in per.values())
     return {
