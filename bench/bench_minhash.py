@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 
-
 def load_documents(corpus: str, max_mb: float) -> list[str]:
     from pipeline.corpus_io import Document, read_corpus
 

@@ -25,7 +25,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import BTLMConfig, BTLMLMHeadModel  # noqa: E402
-from model.attention import flush_denormals  # noqa: E402
+from model.hardware import flush_denormals  # noqa: E402
 
 # Dense bf16 peak of the accelerator, for MFU (H100 SXM; H200 has the same compute).
 GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}

@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO))
 
 import ftfy  # noqa: E402
 
+from common.config import load_config  # noqa: E402
 from pipeline import normalize  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
 from pipeline.corpus_io import Document, read_corpus  # noqa: E402
 from pipeline.filters import (  # noqa: E402
     build_filter,

@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.config import load_config  # noqa: E402
+from common.config import load_config  # noqa: E402
 from pipeline.corpus_io import ChunkWriter, Document, iter_file, list_source_files  # noqa: E402
 from pipeline.ray_runtime import init_ray  # noqa: E402
 from pipeline.tokenize import DEFAULT_CONFIG, TokenizeConfig, run  # noqa: E402

@@ -146,7 +146,7 @@ def write_random_shards(root: Path, seq_lens: list[int], rows: dict[int, int]) -
 def case_demo(args, compile_model: bool = False) -> dict:
     import torch
 
-    from pipeline.config import load_config
+    from common.config import load_config
     from train.config import TrainConfig
     from train.distributed import init_distributed
     from train.trainer import Trainer

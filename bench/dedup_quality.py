@@ -115,7 +115,7 @@ def run_job(corpus: Path, out: Path, overrides: list[str]) -> dict[str, str]:
     """Run pipeline.dedup; returns id -> cluster key (kept id) for candidate documents."""
     import pyarrow.parquet as pq
 
-    from pipeline.config import load_config
+    from common.config import load_config
     from pipeline.dedup import DedupStageConfig, run_dedup
 
     if out.exists():

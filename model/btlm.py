@@ -7,7 +7,7 @@ import os
 import torch
 from torch import nn
 
-from model import hf_checkpoint, mup, sampling
+from model import generation, hf_checkpoint, mup
 from model.config import BTLMConfig
 from model.loss import chunked_lm_loss, lm_loss_from_logits
 from model.modeling import BTLMModel, CausalLMOutput, KVCache
@@ -100,6 +100,6 @@ class BTLMLMHeadModel(nn.Module):
         generator: torch.Generator | None = None,
         return_scores: bool = False,
     ):
-        return sampling.generate(
+        return generation.generate(
             self, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, generator, return_scores
         )

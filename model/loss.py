@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from model.precision import compute_dtype
+
 IGNORE_INDEX = -100
 CHUNK_ROWS = 128
 
@@ -20,13 +22,6 @@ def shift_labels(labels: torch.Tensor) -> torch.Tensor:
     """Hugging Face convention: position t predicts labels[t + 1]; the last position predicts nothing."""
     pad = torch.full_like(labels[:, :1], IGNORE_INDEX)
     return torch.cat((labels[:, 1:], pad), dim=1)
-
-
-def compute_dtype(device: torch.device, fallback: torch.dtype) -> torch.dtype:
-    """The matmul dtype autocast would use here (bf16 under CPU autocast), else the tensor's own."""
-    if torch.is_autocast_enabled(device.type):
-        return torch.get_autocast_dtype(device.type)
-    return fallback
 
 
 def lm_loss_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -16,8 +16,8 @@ from torch import nn
 
 from model.attention import alibi_causal_attention, use_fused_alibi
 from model.config import BTLMConfig
-from model.loss import compute_dtype
 from model.positions import AlibiBias, Rotary
+from model.precision import compute_dtype
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 

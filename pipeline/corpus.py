@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Iterator, Literal
 
 from tqdm import tqdm
 
-from pipeline.config import stage_cli, to_dict
+from common.config import stage_cli, to_dict
 from pipeline.corpus_io import ChunkWriter
 
 DEFAULT_CONFIG = "configs/data/sample.yaml"

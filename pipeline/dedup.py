@@ -45,7 +45,7 @@ from typing import Any, Callable, Literal, Optional
 import numpy as np
 import xxhash
 
-from pipeline.config import stage_cli, to_json
+from common.config import stage_cli, to_json
 from pipeline.corpus_io import ChunkWriter, Quarantine, Rejected, SourceFile, iter_file, list_source_files
 from pipeline.dedup_report import add_row, check_counts, format_table, merge_tables, removed_percent, with_total
 from pipeline.filters import FilterConfig, build_filter

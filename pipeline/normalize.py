@@ -62,6 +62,7 @@ from ftfy.chardata import (
     WIDTH_MAP,
 )
 
+
 def _char_class(codepoints) -> str:
     return "".join(re.escape(chr(c)) for c in sorted(codepoints))
 

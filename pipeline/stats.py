@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for machines")
     args = parser.parse_args(argv)
     if args.directory.suffix in (".yaml", ".yml") and args.directory.is_file():
-        from pipeline.config import read_yaml  # `make stats CONFIG=...` passes the config
+        from common.config import read_yaml  # `make stats CONFIG=...` passes the config
 
         args.directory = Path(read_yaml(args.directory).get("output", ""))
     if not args.directory.is_dir():

@@ -36,8 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from common.config import stage_cli, to_dict
 from pipeline import split as splitting
-from pipeline.config import stage_cli, to_dict
 from pipeline.corpus_io import Rejected, SourceFile, _reason_kind, iter_file, list_source_files
 from pipeline.packing import Packer, RowSpool, partial_path, write_shards
 from pipeline.shard_format import FORMAT_VERSION, MANIFEST_NAME, split_dir

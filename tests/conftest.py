@@ -27,7 +27,7 @@ def ray_session():
 @pytest.fixture(scope="session")
 def sample_corpus(tmp_path_factory) -> Path:
     """A small real corpus (~400 KB, four sources) built by pipeline.corpus."""
-    from pipeline.config import load_config
+    from common.config import load_config
     from pipeline.corpus import SampleConfig, build
 
     out = tmp_path_factory.mktemp("sample") / "corpus"

@@ -7,9 +7,17 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.config import load_config
+from common.config import load_config
 from train.collapse import (
-    CollapseConfig, Run, adamw_tau, analyse, final_loss, fit_l0, load_run, main, smooth,
+    CollapseConfig,
+    Run,
+    adamw_tau,
+    analyse,
+    final_loss,
+    fit_l0,
+    load_run,
+    main,
+    smooth,
 )
 
 L0 = 1.8

@@ -8,7 +8,7 @@ from typing import Literal, Optional
 
 import pytest
 
-from pipeline.config import ConfigError, load_config, parse_overrides, stage_cli, to_json
+from common.config import ConfigError, load_config, parse_overrides, stage_cli, to_json
 
 REPO = Path(__file__).resolve().parents[1]
 

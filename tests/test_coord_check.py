@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import load_config
+from common.config import load_config
 from train.coord_check import CoordCheckConfig, log_slope, main, real_tokens, verdict
 
 REPO = Path(__file__).resolve().parents[1]

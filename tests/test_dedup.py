@@ -103,7 +103,7 @@ def build_corpus(root: Path, seed: int = 0) -> dict:
 
 
 def _config(inp: Path, out: Path, **overrides):
-    from pipeline.config import load_config
+    from common.config import load_config
     from pipeline.dedup import DedupStageConfig
 
     items = [f"input={inp}", f"output={out}", "run.progress=false", "run.partitions=4"]

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.config import ConfigError, load_config
 from pipeline import filters
-from pipeline.config import ConfigError, load_config
 from pipeline.filters import (
     C4Rule,
     FilterConfig,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from datasketch.lsh import _optimal_param
 
-from pipeline.config import load_config
+from common.config import load_config
 from pipeline.dedup import DedupStageConfig, band_layout
 from pipeline.lsh import band_keys, bucket_pairs, candidate_probability, optimal_params, unique_pairs
 from pipeline.minhash import MinHasher, estimate_jaccard

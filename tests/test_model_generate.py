@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from model import BTLMConfig, BTLMLMHeadModel
-from model.sampling import filter_logits
+from model.generation import filter_logits
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZER = REPO / "pipeline" / "assets" / "tokenizer.json"
@@ -71,7 +71,7 @@ def test_eos_stops_and_pads():
 def test_generate_cli_with_project_tokenizer(tmp_path):
     model = tiny(vocab=50257)
     model.save_pretrained(tmp_path / "ckpt")
-    cmd = [sys.executable, "-m", "model.generate", "--checkpoint", str(tmp_path / "ckpt"),
+    cmd = [sys.executable, "-m", "model.sample_text", "--checkpoint", str(tmp_path / "ckpt"),
            "--prompt", "The quick brown fox", "--max-new-tokens", "5", "--temperature", "0"]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

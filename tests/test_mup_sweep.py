@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipeline.config import load_config
+from common.config import load_config
 from tests.test_train_support import EOS, VOCAB, write_token_dir
 from train.mup_sweep import SweepConfig, main, summarize, trial_order
 

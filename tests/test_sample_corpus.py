@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
+from common.config import load_config
 from pipeline.corpus import (
     Candidate,
     SampleConfig,
+    _strip_roff,
     build,
     family_key,
     format_table,
@@ -21,7 +22,6 @@ from pipeline.corpus import (
     render_info,
     render_man,
     tail_key,
-    _strip_roff,
 )
 from pipeline.corpus_io import Document, read_corpus
 
@@ -135,7 +135,7 @@ def test_cli_prints_per_source_table(tmp_path, capsys):
 
 
 def test_config_rejects_bad_shares(tmp_path):
-    from pipeline.config import ConfigError
+    from common.config import ConfigError
 
     with pytest.raises(ConfigError, match="more than 1"):
         load_config(SampleConfig, CONFIG, ["sources.code.share=0.9"])

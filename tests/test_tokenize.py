@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from common.config import load_config
 from pipeline import split as splitting
-from pipeline.config import load_config
 from pipeline.shard_format import MANIFEST_NAME, check_metadata, read_metadata, shard_schema, split_dir
 from pipeline.tokenize import TokenizeConfig, run
 from pipeline.tokenizer import EOS_ID, Encoder, tokenizer_sha256

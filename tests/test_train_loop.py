@@ -16,7 +16,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from pipeline.config import to_dict
+from common.config import to_dict
 from tests.test_train_support import REPO, tiny_config, write_token_dir
 from train.checkpoint import complete_checkpoints
 from train.distributed import init_distributed

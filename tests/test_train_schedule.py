@@ -50,7 +50,7 @@ def test_phases_keep_tokens_per_step_and_switch_at_the_fraction():
 
 
 def test_phase_fractions_must_sum_to_one(tmp_path):
-    from pipeline.config import ConfigError
+    from common.config import ConfigError
     from tests.test_train_support import tiny_config
 
     with pytest.raises(ConfigError, match="phase fractions must sum to 1"):

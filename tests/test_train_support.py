@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipeline.config import load_config
+from common.config import load_config
 from pipeline.shard_format import FORMAT_VERSION, shard_name, shard_schema, split_dir
 
 REPO = Path(__file__).resolve().parents[1]

@@ -27,7 +27,7 @@ from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 
-from pipeline.config import ConfigError, load_config, to_dict
+from common.config import ConfigError, load_config, to_dict
 from train.early_stop import ReferenceCurve, StopRule, predict_final
 
 DEFAULT_CONFIG = "configs/train/collapse.yaml"

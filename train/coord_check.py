@@ -25,8 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from model.attention import flush_denormals
-from pipeline.config import stage_cli, to_dict
+from common.config import stage_cli, to_dict
+from model.hardware import flush_denormals
 
 DEFAULT_CONFIG = "configs/train/coord_check.yaml"
 LAYER_TYPES = ("embedding", "attn_out", "mlp_out", "logits")

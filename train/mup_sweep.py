@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from pipeline.config import stage_cli, to_dict
+from common.config import stage_cli, to_dict
 
 DEFAULT_CONFIG = "configs/train/mup_sweep.yaml"
 
@@ -144,7 +144,7 @@ def _group_reference(trials_dir: Path, param: str, width: int, config: SweepConf
 def run_trial(config: SweepConfig, param: str, width: int, lr: float, seed: int) -> dict[str, Any]:
     """Train one grid point; writes metrics.jsonl, config.json and result.json into its folder."""
     from model import BTLMLMHeadModel
-    from model.attention import flush_denormals
+    from model.hardware import flush_denormals
     from train.coord_check import width_config
     from train.early_stop import StopRule
     from train.metrics import MetricsLog

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import torch
 
-from pipeline.config import stage_cli, to_json
+from common.config import stage_cli, to_json
 from train.config import TrainConfig, resolve_run_dir
 from train.data import ShardError
 from train.distributed import DistEnv, init_distributed, shutdown

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.attention import flush_denormals
-from pipeline.config import to_dict
+from common.config import to_dict
+from model.hardware import cpu_has_bf16_matmul, cuda_peak_flops, flush_denormals, measured_matmul_flops
 from train import checkpoint as ckpt
 from train import parallel
 from train.config import TrainConfig
@@ -30,10 +30,6 @@ class NonFiniteError(RuntimeError):
     """Too many consecutive steps with a non-finite loss or gradient."""
 
 
-# bf16 dense peaks of common accelerators (TFLOP/s), for MFU when log.peak_tflops is null.
-_CUDA_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
-
-
 def build_model(config: TrainConfig, source: Path | None):
     from model import BTLMConfig, BTLMLMHeadModel
 
@@ -43,38 +39,14 @@ def build_model(config: TrainConfig, source: Path | None):
     return BTLMLMHeadModel(model_config)
 
 
-def cpu_has_bf16_matmul() -> bool:
-    """bf16 autocast pays off on CPUs with bf16 matrix instructions (AMX, AVX512-BF16);
-    elsewhere it is emulated and slower than fp32."""
-    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
-    return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
-
-
 def peak_flops(config: TrainConfig, device: torch.device, precision: str) -> float | None:
     """FLOP/s that MFU is measured against: the configured peak, a table of GPUs, or on a
     CPU the matmul throughput measured here in the run's precision."""
     if config.log.peak_tflops:
         return config.log.peak_tflops * 1e12
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, value in _CUDA_PEAK_TFLOPS.items():
-            if key in name:
-                return value * 1e12
-        return None
+        return cuda_peak_flops(device)
     return measured_matmul_flops(precision)
-
-
-def measured_matmul_flops(precision: str) -> float:
-    """Best-of-3 1024^3 matmul FLOP/s on this CPU now (other load on the machine lowers it)."""
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    a, b = torch.randn(1024, 1024, dtype=dtype), torch.randn(1024, 1024, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * 1024**3 / best
 
 
 class Trainer:

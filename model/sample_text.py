@@ -1,4 +1,4 @@
-"""Sample text from a checkpoint: ``python -m model.generate --checkpoint DIR --prompt "..."``.
+"""Sample text from a checkpoint: ``python -m model.sample_text --checkpoint DIR --prompt "..."``.
 
 Defaults come from configs/model/generation.yaml; each can be overridden by a flag.
 The tokenizer is the project's GPT-2 BPE (``tokenizer.json``): the checkpoint's own copy
@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from model.attention import flush_denormals
 from model.btlm import BTLMLMHeadModel
+from model.hardware import flush_denormals
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "model" / "generation.yaml"
