@@ -1,9 +1,9 @@
-"""One typed configuration loader for every stage.
+"""One typed configuration loader for every stage, model and training run.
 
-A stage declares its settings as (nested) dataclasses; this module fills them from a
-YAML file plus dotted ``key=value`` command-line overrides. Unknown keys and values of
-the wrong type are errors that name the key and the file, so a typo never silently
-falls back to a default.
+Settings are (nested) dataclasses; this module fills them from a YAML file plus dotted
+``key=value`` command-line overrides. A file may extend another (``base: other.yaml``)
+and state only what changes. Unknown keys and values of the wrong type are errors that
+name the key and the file, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -64,12 +64,18 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+BASE_KEY = "base"  # a config file may extend another: `base: slimpajama.yaml` + the keys that change
+
+
+def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML mapping; with a ``base:`` key, the base file (relative to this one) merged
+    under this file's keys, recursively."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        where = f" (the base of {_chain[-1]})" if _chain else ""
+        raise ConfigError(f"config file {path} does not exist{where}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -78,7 +84,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
-    return data
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: key {BASE_KEY!r} expects a file name, got {type(base).__name__} {base!r}")
+    base_path = path.parent / base
+    if base_path.resolve() in {p.resolve() for p in (*_chain, path)}:
+        raise ConfigError(f"{path}: {BASE_KEY} {base!r} makes a cycle")
+    return merge(read_yaml(base_path, (*_chain, path)), data)
 
 
 def load_config(

@@ -1,9 +1,11 @@
 """BTLMConfig: the model's hyperparameters under the Hugging Face BTLM field names.
 
-One dataclass serves three formats: YAML files in configs/model/ (strict: an unknown
-key is an error naming the key and the file), the Hugging Face ``config.json`` of a
-checkpoint, and plain dicts. Variant switches (rotary / learned positions, no biases,
-untied output embeddings) let the same code build a StableLM-3B-4E1T-style model.
+One dataclass serves three formats, all read by the project's one typed loader
+(common.config: an unknown key or a wrong type is an error naming the key and the
+file): YAML files in configs/model/ (which may extend a ``base:`` file), the Hugging
+Face ``config.json`` of a checkpoint, and plain dicts. Variant switches (rotary /
+learned positions, no biases, untied output embeddings) let the same code build a
+StableLM-3B-4E1T-style model.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from common.atomic import write_text
+from common.config import ConfigError, from_dict, load_config
 
 POSITION_TYPES = ("alibi", "rope", "learned")
 ACTIVATIONS = ("swiglu", "gelu_new")
@@ -38,7 +41,7 @@ HF_BOOKKEEPING_KEYS = frozenset(
 )
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(ConfigError):
     """A model config file or override is invalid; the message names the key and file."""
 
 
@@ -150,46 +153,22 @@ class BTLMConfig:
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         text = json.dumps(self.to_hf_dict(), indent=2, sort_keys=True) + "\n"
         if path is not None:
-            path = Path(path)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
+            write_text(path, text)
         return text
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str = "<dict>") -> "BTLMConfig":
-        if not isinstance(data, dict):
-            raise ModelConfigError(f"{origin}: top level must be a mapping, got {type(data).__name__}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise ModelConfigError(
-                f"{origin}: unknown key {unknown[0]!r} (known keys: {', '.join(sorted(fields))})"
-            )
-        for key, value in data.items():
-            _check_type(key, value, fields[key], origin)
         try:
-            return cls(**data)
-        except ValueError as exc:
-            raise ModelConfigError(f"{origin}: {exc}") from None
+            return from_dict(cls, data, origin)
+        except ConfigError as exc:
+            raise ModelConfigError(str(exc)) from None
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> "BTLMConfig":
-        path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ModelConfigError(f"model config {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ModelConfigError(f"{path}: not valid YAML: {exc}") from None
-        data = {} if data is None else data
-        origin = str(path)
-        if overrides:
-            if not isinstance(data, dict):
-                raise ModelConfigError(f"{path}: top level must be a mapping")
-            data = {**data, **overrides}
-            origin += " (with overrides)"
-        return cls.from_dict(data, origin)
+            return load_config(cls, path, overrides or {})
+        except ConfigError as exc:
+            raise ModelConfigError(str(exc).replace("config file", "model config", 1)) from None
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "BTLMConfig":
@@ -207,22 +186,3 @@ class BTLMConfig:
         if model_type != "btlm":
             raise ModelConfigError(f"{path}: model_type is {model_type!r}, expected 'btlm'")
         return cls.from_dict({k: v for k, v in data.items() if k not in HF_BOOKKEEPING_KEYS}, str(path))
-
-
-def _check_type(key: str, value: Any, field: dataclasses.Field, origin: str) -> None:
-    """Reject values whose type does not match the field (ints accepted for floats)."""
-    expected = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
-    optional = "None" in expected
-    if value is None:
-        if optional:
-            return
-        raise ModelConfigError(f"{origin}: key {key!r} may not be null")
-    base = expected.replace(" | None", "").strip()
-    ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "str": isinstance(value, str),
-    }.get(base, isinstance(value, dict) if base.startswith("dict") else True)
-    if not ok:
-        raise ModelConfigError(f"{origin}: key {key!r} expects {base}, got {type(value).__name__} {value!r}")

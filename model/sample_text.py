@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
+from common.config import ConfigError, load_config
 from model.btlm import BTLMLMHeadModel
 from model.hardware import flush_denormals
 
@@ -33,13 +33,10 @@ class GenerationSettings:
 
 
 def load_settings(path: Path) -> GenerationSettings:
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    known = {f.name for f in fields(GenerationSettings)}
-    unknown = sorted(set(data) - known)
-    missing = sorted(known - set(data))
-    if unknown or missing:
-        raise SystemExit(f"{path}: unknown keys {unknown}, missing keys {missing} (known: {sorted(known)})")
-    return GenerationSettings(**data)
+    try:
+        return load_config(GenerationSettings, path)
+    except ConfigError as exc:
+        raise SystemExit(f"python -m model.sample_text: config error: {exc}") from None
 
 
 def resolve_tokenizer(checkpoint: Path, explicit: str | None, configured: str) -> Path:

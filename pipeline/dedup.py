@@ -80,8 +80,8 @@ class LSHConfig:
     threshold: float = 0.8
     bands: Optional[int] = None  # bands and rows both null: derived from threshold + weights
     rows: Optional[int] = None
-    false_positive_weight: float = 0.5
-    false_negative_weight: float = 0.5
+    false_positive_weight: float = 0.002  # 21 x 6 at threshold 0.8 (equal weights: SlimPajama's 9 x 13)
+    false_negative_weight: float = 0.998
     verify: Literal["exact", "estimate", "none"] = "exact"
     verify_threshold: float = 0.8  # on the exact Jaccard (verify=exact) or the estimate (verify=estimate)
     estimate_accept: float = 0.9  # verify=exact: estimates this high are accepted without the exact check
