@@ -53,7 +53,7 @@ test-fast: setup
 # --- stages -------------------------------------------------------------------------
 
 $(SAMPLE_DONE): | setup
-	$(PY) -m pipeline.corpus
+	$(PY) -m pipeline.sample
 
 $(DEDUP_DONE): $(SAMPLE_DONE)
 	$(PY) -m pipeline.dedup
@@ -62,7 +62,7 @@ $(TOKENS_DONE): $(DEDUP_DONE)
 	$(PY) -m pipeline.tokenize
 
 corpus: setup
-	$(PY) -m pipeline.corpus $(config_flag) $(ARGS)
+	$(PY) -m pipeline.sample $(config_flag) $(ARGS)
 
 dedup: setup $(call upstream,$(SAMPLE_DONE))
 	$(PY) -m pipeline.dedup $(config_flag) $(ARGS)

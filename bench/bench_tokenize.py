@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from common.config import load_config  # noqa: E402
 from pipeline.corpus_io import ChunkWriter, Document, iter_file, list_source_files  # noqa: E402
-from pipeline.ray_runtime import init_ray  # noqa: E402
+from pipeline.kernel import init_ray  # noqa: E402
 from pipeline.tokenize import DEFAULT_CONFIG, TokenizeConfig, run  # noqa: E402
 from pipeline.tokenizer import Encoder  # noqa: E402
 
@@ -101,8 +101,8 @@ def bench(corpus: Path, texts: list[str], args: argparse.Namespace) -> None:
             record(f"tokenizers {threads} thread(s)", timed(lambda: hf.encode_ids(texts)))
         for encoder in ("tokenizers", "tiktoken"):
             with tempfile.TemporaryDirectory() as tmp:
-                cfg = load_config(TokenizeConfig, REPO / DEFAULT_CONFIG, [f"input={corpus}", f"output={tmp}/tokens", f"run.encoder={encoder}"])
-                report = run(cfg, progress=False)
+                cfg = load_config(TokenizeConfig, REPO / DEFAULT_CONFIG, [f"input={corpus}", f"output={tmp}/tokens", f"run.encoder={encoder}", "run.progress=false"])
+                report = run(cfg)
             t = report["timing"]
             rates.setdefault(f"stage, encoder={encoder}", []).append(t["input_bytes"] / 1e6 / t["wall_s"])
             stage_parts.setdefault(encoder, []).append(t["pack_write_wall_s"] / t["wall_s"])

@@ -180,7 +180,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipeline.corpus_io import Document, read_corpus
-    from pipeline.ray_runtime import init_ray
+    from pipeline.kernel import init_ray
 
     rng = random.Random(args.seed)
     work = Path(args.out)

@@ -21,6 +21,8 @@ from typing import Any, Iterator, Union
 
 import zstandard
 
+from common.atomic import temp_path
+
 FORMATS = {".jsonl": "jsonl", ".jsonl.zst": "jsonl.zst", ".parquet": "parquet"}
 RAW_PREVIEW_CHARS = 1000  # how much of a bad record the quarantine keeps
 _READ_CHUNK = 1 << 20
@@ -288,7 +290,7 @@ class Quarantine:
 
     def add(self, item: Rejected) -> None:
         self._fh.write(json.dumps(asdict(item), ensure_ascii=False) + "\n")
-        key = (item.source, _reason_kind(item.reason))
+        key = (item.source, reason_kind(item.reason))
         self.counts[key] = self.counts.get(key, 0) + 1
 
     @property
@@ -305,7 +307,7 @@ class Quarantine:
         self.close()
 
 
-def _reason_kind(reason: str) -> str:
+def reason_kind(reason: str) -> str:
     """The reason without record-specific details (for counting)."""
     for sep in (" at ", " after ", ":"):
         reason = reason.split(sep)[0]
@@ -353,7 +355,7 @@ class ChunkWriter:
         return self.out_dir / f"{self.prefix}-{len(self.files):05d}.jsonl.zst"
 
     def _start_chunk(self) -> None:
-        self._fh = open(str(self._chunk_path()) + ".tmp", "wb")
+        self._fh = open(temp_path(self._chunk_path()), "wb")
         self._writer = zstandard.ZstdCompressor(level=self.level).stream_writer(self._fh, closefd=False)
         self._bytes = 0
 
@@ -362,7 +364,7 @@ class ChunkWriter:
         self._writer.close()  # ends the zstd frame
         self._fh.close()
         final = self._chunk_path()
-        os.replace(str(final) + ".tmp", final)
+        os.replace(temp_path(final), final)
         self.files.append(final)
         self._writer = self._fh = None
 
@@ -380,5 +382,5 @@ class ChunkWriter:
         elif self._writer is not None:  # failed mid-chunk: leave no partial file behind
             self._writer.close()
             self._fh.close()  # type: ignore[union-attr]
-            Path(str(self._chunk_path()) + ".tmp").unlink(missing_ok=True)
+            temp_path(self._chunk_path()).unlink(missing_ok=True)
             self._writer = self._fh = None

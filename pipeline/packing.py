@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from common.atomic import atomic_path
 from pipeline.shard_format import shard_name, shard_schema
 
 
@@ -257,20 +257,12 @@ def gather_rows(chunks: list[np.ndarray], take: np.ndarray, width: int) -> np.nd
     return out
 
 
-def partial_path(path: Path) -> Path:
-    """A temporary name private to this process: a stray writer from a killed run (its Ray
-    workers can outlive it briefly) never shares a half-written file with a re-run."""
-    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
-
-
 def write_ipc_file(path: Path, table: pa.Table, rows_per_batch: int) -> dict:
     """Write ``table`` as an Arrow IPC file atomically; return its manifest entry."""
-    partial = partial_path(path)
-    with open(partial, "wb") as fh:
+    with atomic_path(path) as partial, open(partial, "wb") as fh:
         hashing = HashingWriter(fh)
         with pa.PythonFile(hashing, mode="w") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table, max_chunksize=rows_per_batch)
-    os.replace(partial, path)
     return {"name": path.name, "rows": table.num_rows, "bytes": hashing.size, "sha256": hashing.sha256.hexdigest()}
 
 

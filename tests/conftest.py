@@ -16,7 +16,7 @@ def ray_session():
     """One embedded Ray instance for the whole test session (stages reuse it)."""
     import ray
 
-    from pipeline.ray_runtime import init_ray
+    from pipeline.kernel import init_ray
 
     os.environ.pop("RAY_ADDRESS", None)
     init_ray(num_cpus=2)
@@ -26,9 +26,9 @@ def ray_session():
 
 @pytest.fixture(scope="session")
 def sample_corpus(tmp_path_factory) -> Path:
-    """A small real corpus (~400 KB, four sources) built by pipeline.corpus."""
+    """A small real corpus (~400 KB, four sources) built by pipeline.sample."""
     from common.config import load_config
-    from pipeline.corpus import SampleConfig, build
+    from pipeline.sample import SampleConfig, build
 
     out = tmp_path_factory.mktemp("sample") / "corpus"
     cfg = load_config(

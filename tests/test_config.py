@@ -207,7 +207,7 @@ def test_stage_cli_reports_errors_and_help(good_yaml, capsys):
 
 
 def test_every_shipped_data_config_of_the_sample_corpus_loads():
-    from pipeline.corpus import SampleConfig
+    from pipeline.sample import SampleConfig
 
     cfg = load_config(SampleConfig, REPO / "configs" / "data" / "sample.yaml")
     assert set(cfg.sources) == {"code", "licenses", "manpages", "docs"}

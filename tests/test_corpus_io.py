@@ -4,6 +4,7 @@ written chunks respect their size limit, appear atomically and read back unchang
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -181,7 +182,7 @@ def test_chunk_writer_is_atomic(tmp_path):
     writer = ChunkWriter(out, max_bytes=1 << 20)
     writer.write({"text": "pending", "meta": {}})
     assert not list(out.glob("*.jsonl.zst"))  # only the temporary name so far
-    assert [p.name for p in out.glob("*.tmp")] == ["chunk-00000.jsonl.zst.tmp"]
+    assert [p.name for p in out.glob("*.tmp")] == [f"chunk-00000.jsonl.zst.{os.getpid()}.tmp"]
     assert list_source_files(tmp_path) == []  # readers never see a partial chunk
     writer.close()
     assert [p.name for p in out.glob("*.jsonl.zst")] == ["chunk-00000.jsonl.zst"]

@@ -197,10 +197,11 @@ def test_resume_after_interruption_gives_identical_outputs(ray_session, corpus, 
     run_dedup(_config(root, out), stop_after="exact")
     assert not (out / "manifest.json").exists()
     run_dedup(_config(root, out), stop_after="bands")
-    (out / "_work" / "bands" / "DONE").unlink()  # as if killed mid-stage:
-    next((out / "_work" / "bands").glob("*.npz")).unlink()  # one task's output missing
-    for done in (out / "_work" / "bands").glob("*.npz"):
-        done.with_name(done.name + ".tmp123").write_bytes(b"partial")  # stray temporaries
+    bands = out / "_work" / "bands"
+    (bands / "DONE").unlink()  # as if killed mid-step:
+    next(bands.glob("*.done.json")).unlink()  # one task's output written, its record not
+    for done in bands.glob("*.npz"):
+        done.with_name(done.name + ".123.tmp").write_bytes(b"partial")  # stray temporaries
     run_dedup(_config(root, out), stop_after="write")
     assert not (out / "manifest.json").exists()
     run_dedup(_config(root, out))
@@ -275,7 +276,7 @@ def test_keep_rule_source_priority_and_estimate_verification(ray_session, corpus
 
 
 def test_report_columns_add_up_and_mismatch_is_caught():
-    from pipeline.dedup_report import add_row, check_counts, format_table, merge_tables, with_total
+    from pipeline.dedup.report import add_row, check_counts, format_table, merge_tables, with_total
 
     a, b = {}, {}
     add_row(a, "web", 300, "kept", None)

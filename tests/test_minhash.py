@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.minhash import MinHasher, _densify, _probe, estimate_jaccard
 from pipeline.normalize import clean_text
-from pipeline.shingles import exact_jaccard, shingle_hashes, shingle_strings
+from pipeline.shingles import exact_jaccard, jaccard, shingle_hashes, shingle_sets, shingle_strings
 from tests.test_dedup import edit_to_jaccard, real_documents
 
 
@@ -43,6 +43,19 @@ def test_shingle_hashes_match_shingle_strings(docs, unit, n):
     # and across documents: as many distinct hashes as distinct shingles
     all_strings = [s for t in texts for s in shingle_strings(t, n, unit)]
     assert len(set(hashes.tolist())) == len(set(all_strings))
+
+
+@pytest.mark.parametrize("unit,n", [("char", 13), ("word", 5)])
+def test_hashed_shingle_sets_give_the_exact_jaccard(docs, unit, n):
+    """The verification step compares hashed shingle sets: the same Jaccard as the
+    string sets, on edited real documents, short ones and empty ones."""
+    rng = random.Random(3)
+    pairs = [(d, clean_text(edit_to_jaccard(d, t, rng, n)[0])) for d in docs[:6] for t in (0.6, 0.8, 0.9)]
+    pairs += [("abc", "abd"), ("", ""), ("", docs[0]), (docs[1], docs[1])]
+    for a, b in pairs:
+        sa, sb = shingle_sets([a, b], n, unit)
+        assert sa.tolist() == sorted(set(sa.tolist()))
+        assert jaccard(sa, sb) == pytest.approx(exact_jaccard(a, b, n, unit), abs=1e-12)
 
 
 def test_fast_signatures_do_not_depend_on_the_batch(docs):

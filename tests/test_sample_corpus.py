@@ -9,21 +9,11 @@ from pathlib import Path
 import pytest
 
 from common.config import load_config
-from pipeline.corpus import (
-    Candidate,
-    SampleConfig,
-    _strip_roff,
-    build,
-    family_key,
-    format_table,
-    glob_regex,
-    main,
-    order_candidates,
-    render_info,
-    render_man,
-    tail_key,
-)
 from pipeline.corpus_io import Document, read_corpus
+from pipeline.sample import SampleConfig, build, format_table
+from pipeline.sample.__main__ import main
+from pipeline.sample.find import Candidate, family_key, glob_regex, order_candidates, tail_key
+from pipeline.sample.render import _strip_roff, render_info, render_man
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "data" / "sample.yaml"

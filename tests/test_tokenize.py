@@ -35,9 +35,9 @@ def tokenize(corpus: Path, output: Path, *overrides: str) -> dict:
         CONFIG,
         [f"input={corpus}", f"output={output}", f"pack.seq_lens=[{SEQ_LENS[0]},{SEQ_LENS[1]}]",
          "split.validation_fraction=0.15", "split.test_fraction=0.1", "shards.max_bytes=400000",
-         "shards.rows_per_batch=64", *overrides],
+         "shards.rows_per_batch=64", "run.progress=false", *overrides],
     )
-    return run(cfg, progress=False)
+    return run(cfg)
 
 
 def shard_digests(output: Path) -> dict[str, str]:
@@ -87,7 +87,7 @@ def reference(corpus, tmp_path_factory, ray_session):
 def test_writes_every_length_and_split_per_the_contract(reference):
     output, report = reference
     assert json.loads((output / MANIFEST_NAME).read_text())["complete"] is True
-    assert not (output / ".work").exists()
+    assert not (output / "_work").exists()
     for L in SEQ_LENS:
         for split in ("train", "validation", "test"):
             folder = split_dir(output, L, split)
@@ -202,12 +202,12 @@ def test_rerun_after_a_crash_leaves_no_partial_or_duplicate_shards(reference, co
     folder = split_dir(crashed, SEQ_LENS[0], "train")
     (folder / "shard-00099.arrow.tmp").write_bytes(b"partial")
     (folder / MANIFEST_NAME).unlink()
-    (crashed / ".work" / "part-00001.json").unlink()
-    (crashed / ".work" / "part-00002.arrow.tmp").write_bytes(b"partial")
+    (crashed / "_work" / "encode" / "f000001.done.json").unlink()
+    (crashed / "_work" / "encode" / "f000002.arrow.123.tmp").write_bytes(b"partial")
     report = tokenize(corpus, crashed)
     assert 0 < report["input_files_reused"] < report["input_files"]
     assert shard_digests(crashed) == shard_digests(output)
-    assert not list(crashed.rglob("*.tmp")) and not (crashed / ".work").exists()
+    assert not list(crashed.rglob("*.tmp")) and not (crashed / "_work").exists()
 
 
 def test_killed_process_rerun_finishes_identically(reference, corpus, tmp_path):
@@ -220,7 +220,7 @@ def test_killed_process_rerun_finishes_identically(reference, corpus, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
-    while not list((killed / ".work").glob("part-*.json")) and proc.poll() is None and time.monotonic() < deadline:
+    while not list((killed / "_work" / "encode").glob("*.done.json")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # the CLI and the Ray processes it started

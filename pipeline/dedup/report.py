@@ -1,13 +1,21 @@
-"""Per-source accounting of the dedup stage in SlimPajama's terms.
+"""The dedup stage's accounting in SlimPajama's terms, and its single-file outputs.
 
 Every input document lands in exactly one outcome column, so for each source
 ``docs_in = short + quality + exact + near + rejected + kept`` (and the same for
-bytes); ``check_counts`` asserts it before the report is written.
+bytes); ``check_counts`` asserts it before the report is written. ``write_outputs``
+joins the ledger parts, writes the quarantine and report.json.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from common.atomic import atomic_path
+from pipeline.corpus_io import Quarantine, Rejected, SourceFile
 
 OUTCOMES = ("short", "quality", "exact", "near", "rejected", "kept")
 
@@ -102,3 +110,42 @@ def format_table(table: dict[str, dict[str, int]]) -> str:
         if k == 0 or k == len(rows) - 2:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def build_report(counts: list[dict[str, dict[str, int]]], files: int, documents: int) -> dict:
+    """report.json from the write step's per-file counts (the columns must add up)."""
+    table = merge_tables(counts)
+    total = with_total(table)
+    check_counts(total)
+    return {
+        "sources": table,
+        "total": total["TOTAL"],
+        "removed_percent": {
+            source: {"docs": round(removed_percent(c, "docs"), 4), "bytes": round(removed_percent(c, "bytes"), 4)}
+            for source, c in total.items()
+        },
+        "files": files,
+        "documents": documents,
+    }
+
+
+def write_ledger(parts: list[Path], path: Path) -> None:
+    """The per-file ledger parts joined in input order, one part in memory at a time."""
+    with atomic_path(path) as tmp:
+        writer = None
+        for part_path in parts:
+            part = pq.read_table(part_path)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, part.schema, compression="zstd")
+            writer.write_table(part)
+        writer.close()
+
+
+def write_quarantine(tables: list[Path], files: list[SourceFile], path: Path) -> None:
+    """Rejected input with file, line, reason and a preview of the bytes."""
+    columns = ["id", "line", "source", "bytes", "status", "reason", "raw"]
+    with atomic_path(path) as tmp, Quarantine(tmp) as quarantine:
+        for table_path, sf in zip(tables, files):
+            t = pq.read_table(table_path, columns=columns)
+            for row in t.filter(pc.equal(t.column("status"), "rejected")).to_pylist():
+                quarantine.add(Rejected(row["id"], row["source"], sf.label, row["line"], row["reason"], row["raw"] or "", row["bytes"]))

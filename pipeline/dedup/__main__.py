@@ -1,0 +1,15 @@
+"""``python -m pipeline.dedup [--config FILE] [key=value ...]``"""
+
+from common.config import stage_cli
+from pipeline.dedup.config import DEFAULT_CONFIG, DedupStageConfig
+from pipeline.dedup.driver import run_dedup
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, _ = stage_cli(DedupStageConfig, "Normalize, filter and MinHash-LSH deduplicate a corpus.", DEFAULT_CONFIG,
+                       argv, prog="python -m pipeline.dedup")
+    run_dedup(cfg)
+
+
+if __name__ == "__main__":
+    main()

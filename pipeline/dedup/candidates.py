@@ -1,0 +1,101 @@
+"""Steps 3 and 4: LSH band keys per input file, then candidate pairs per key partition.
+
+3. bands: one task per input file writes the (band key, document) rows of its
+   candidates -- exact-duplicate representatives only -- split by key partition.
+4. lsh: one task per partition groups equal (band, key) rows into buckets, turns each
+   bucket into candidate pairs and lets the signature estimate decide the clear cases;
+   with verify=exact the undecided pairs wait for the exact check (verify.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.dedup.config import DedupStageConfig, band_layout
+from pipeline.dedup.layout import Layout, file_of, load_npy, load_npz, part_key, save_npz
+from pipeline.lsh import band_keys, bucket_pairs
+from pipeline.minhash import estimate_jaccard
+
+PAIRS_PER_BATCH = 1 << 16  # bounds the signatures gathered at once
+
+
+def bands_file(cfg: DedupStageConfig, layout: Layout, file_no: int, offsets: np.ndarray) -> dict:
+    """Band keys of one file's exact-duplicate representatives, split into key partitions."""
+    lo_id, hi_id = offsets[file_no], offsets[file_no + 1]
+    dense = load_npy(layout.signature_docs(file_no)) + lo_id
+    use = load_npy(layout.signature_valid(file_no)).copy()
+    if cfg.duplicates.exact:  # exact duplicates other than the representative stay out
+        for p in range(cfg.run.partitions):
+            ids = load_npz(layout.exact(p), "nonrep")
+            use &= ~np.isin(dense, ids[(ids >= lo_id) & (ids < hi_id)])
+    bands, rows = band_layout(cfg)
+    sigs = load_npy(layout.signatures(file_no), mmap=True)
+    keys = band_keys(np.asarray(sigs[use]), bands, rows).ravel()  # [docs * bands]
+    docs = np.repeat(dense[use], bands).astype(np.uint64)
+    parts = (keys % np.uint64(cfg.run.partitions)).astype(np.int64)
+    save_npz(layout.bands(file_no),
+             **{part_key(p): np.stack((keys[parts == p], docs[parts == p]), axis=1) for p in range(cfg.run.partitions)})
+    return {"documents": int(use.sum())}
+
+
+class SignatureStore:
+    """Random access to the signatures of any document, memory-mapped per file."""
+
+    def __init__(self, layout: Layout, offsets: np.ndarray):
+        self.layout = layout
+        self.offsets = offsets
+        self._files: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _file(self, file_no: int) -> tuple[np.ndarray, np.ndarray]:
+        if file_no not in self._files:
+            dense = load_npy(self.layout.signature_docs(file_no)) + self.offsets[file_no]
+            self._files[file_no] = (dense, load_npy(self.layout.signatures(file_no), mmap=True))
+        return self._files[file_no]
+
+    def get(self, dense: np.ndarray, num_perm: int) -> np.ndarray:
+        out = np.empty((len(dense), num_perm), dtype=np.uint32)
+        files = file_of(self.offsets, dense)
+        for f in np.unique(files):
+            sel = np.nonzero(files == f)[0]
+            ids, sig = self._file(int(f))
+            rows = np.searchsorted(ids, dense[sel])
+            order = np.argsort(rows)
+            out[sel[order]] = sig[rows[order]]
+        return out
+
+
+def lsh_partition(cfg: DedupStageConfig, layout: Layout, p: int, offsets: np.ndarray) -> dict:
+    """Candidate pairs of partition p; decided edges and (verify=exact) undecided pairs."""
+    parts = [load_npz(layout.bands(f), part_key(p)) for f in range(len(offsets) - 1)]
+    rows = np.concatenate(parts) if parts else np.empty((0, 2), dtype=np.uint64)
+    pairs = bucket_pairs(rows[:, 0], rows[:, 1].astype(np.int64), cfg.lsh.max_bucket_pairs)
+    edges = pairs
+    unsure = np.empty((0, 2), dtype=np.int64)
+    if cfg.lsh.verify != "none" and len(pairs):
+        estimate = signature_estimates(SignatureStore(layout, offsets), pairs, cfg.minhash.num_perm)
+        if cfg.lsh.verify == "estimate":
+            keep = estimate >= cfg.lsh.verify_threshold
+        else:  # exact: decisive estimates decide now, the rest waits for the exact check
+            keep = estimate >= cfg.lsh.estimate_accept
+            unsure = pairs[~keep & (estimate >= cfg.lsh.estimate_reject)]
+        edges = pairs[keep]
+    save_npz(layout.lsh(p), edges=edges.astype(np.int64), unsure=unsure.astype(np.int64),
+             candidates=np.int64(len(pairs)))
+    return {"candidates": int(len(pairs)), "edges": int(len(edges)), "unsure": int(len(unsure))}
+
+
+def signature_estimates(store: SignatureStore, pairs: np.ndarray, num_perm: int) -> np.ndarray:
+    """The MinHash Jaccard estimate of every pair, in batches."""
+    estimate = np.zeros(len(pairs))
+    for start in range(0, len(pairs), PAIRS_PER_BATCH):
+        chunk = pairs[start : start + PAIRS_PER_BATCH]
+        estimate[start : start + PAIRS_PER_BATCH] = estimate_jaccard(store.get(chunk[:, 0], num_perm),
+                                                                     store.get(chunk[:, 1], num_perm))
+    return estimate
+
+
+def near_edges(cfg: DedupStageConfig, layout: Layout, p: int) -> np.ndarray:
+    """The near-duplicate edges of partition p after verification."""
+    if cfg.lsh.verify == "exact":
+        return load_npy(layout.verified(p))
+    return load_npz(layout.lsh(p), "edges")

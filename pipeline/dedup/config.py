@@ -1,0 +1,118 @@
+"""Settings of the dedup stage (the values live in configs/data/slimpajama.yaml; these
+defaults equal that file, which a test checks) and the small rules derived from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+from common.config import to_dict
+from pipeline.filters import FilterConfig
+from pipeline.kernel import RunConfig
+from pipeline.lsh import optimal_params
+from pipeline.minhash import MinHasher
+
+DEFAULT_CONFIG = "configs/data/slimpajama.yaml"
+
+
+@dataclass
+class NormalizeConfig:
+    enabled: bool = True  # ftfy.fix_text(text, normalization="NFC") on every document
+
+
+@dataclass
+class MinHashConfig:
+    num_perm: int = 128
+    ngram: int = 13
+    unit: Literal["char", "word"] = "char"
+    seed: int = 1
+    scheme: Literal["fast", "datasketch", "datasketch-legacy"] = "fast"
+
+
+@dataclass
+class LSHConfig:
+    threshold: float = 0.8
+    bands: Optional[int] = None  # bands and rows both null: derived from threshold + weights
+    rows: Optional[int] = None
+    false_positive_weight: float = 0.002  # 21 x 6 at threshold 0.8 (equal weights: SlimPajama's 9 x 13)
+    false_negative_weight: float = 0.998
+    verify: Literal["exact", "estimate", "none"] = "exact"
+    verify_threshold: float = 0.8  # on the exact Jaccard (verify=exact) or the estimate (verify=estimate)
+    estimate_accept: float = 0.9  # verify=exact: estimates this high are accepted without the exact check
+    estimate_reject: float = 0.65  # verify=exact: estimates this low are rejected without it
+    max_bucket_pairs: int = 64
+
+    def __post_init__(self) -> None:
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("set both lsh.bands and lsh.rows, or neither (then they follow lsh.threshold)")
+
+
+@dataclass
+class DuplicatesConfig:
+    exact: bool = True  # drop identical normalized text before MinHash
+    near: bool = True  # MinHash-LSH near-duplicates
+    keep: Literal["smallest_id", "longest", "source_priority"] = "smallest_id"
+    source_priority: list[str] = field(default_factory=list)  # for keep=source_priority, best first
+
+
+@dataclass(kw_only=True)
+class DedupRunConfig(RunConfig):
+    partitions: int = 16  # hash partitions of the exact and LSH shuffles
+    batch_docs: int = 512  # documents per signature batch
+    chunk_bytes: int = 67108864  # uncompressed bytes per output .jsonl.zst chunk
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.partitions < 1:
+            raise ValueError("run.partitions must be at least 1")
+
+
+@dataclass
+class DedupStageConfig:
+    input: str = "data/sample"
+    output: str = "data/dedup"
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    minhash: MinHashConfig = field(default_factory=MinHashConfig)
+    lsh: LSHConfig = field(default_factory=LSHConfig)
+    duplicates: DuplicatesConfig = field(default_factory=DuplicatesConfig)
+    run: DedupRunConfig = field(default_factory=DedupRunConfig)
+
+    def __post_init__(self) -> None:
+        if self.lsh.bands is not None and self.lsh.rows is not None and self.lsh.bands * self.lsh.rows > self.minhash.num_perm:
+            raise ValueError(f"lsh.bands x lsh.rows = {self.lsh.bands * self.lsh.rows} exceeds minhash.num_perm = {self.minhash.num_perm}")
+
+
+def band_layout(cfg: DedupStageConfig) -> tuple[int, int]:
+    if cfg.lsh.bands is not None and cfg.lsh.rows is not None:
+        return cfg.lsh.bands, cfg.lsh.rows
+    return optimal_params(cfg.lsh.threshold, cfg.minhash.num_perm, cfg.lsh.false_positive_weight, cfg.lsh.false_negative_weight)
+
+
+def hasher(cfg: DedupStageConfig) -> MinHasher:
+    m = cfg.minhash
+    return MinHasher(num_perm=m.num_perm, ngram=m.ngram, unit=m.unit, seed=m.seed, scheme=m.scheme)
+
+
+def keep_rank(cfg: DuplicatesConfig, source: str, nbytes: int) -> int:
+    """Rank of a document under the keep rule: smaller is preferred; ties go to the smaller id."""
+    if cfg.keep == "longest":
+        return -nbytes
+    if cfg.keep == "source_priority":
+        try:
+            return cfg.source_priority.index(source)
+        except ValueError:
+            return len(cfg.source_priority)
+    return 0
+
+
+def content_settings(cfg: DedupStageConfig) -> dict[str, Any]:
+    """What decides the outputs: everything but the run section (which says how to compute)."""
+    return {k: v for k, v in to_dict(cfg).items() if k != "run"}
+
+
+def work_settings(cfg: DedupStageConfig) -> dict[str, Any]:
+    """What decides the work folder's files: the content plus how documents are batched
+    and partitioned (files of another partitioning cannot be reused)."""
+    run = cfg.run
+    return {**content_settings(cfg), "partitions": run.partitions, "batch_docs": run.batch_docs, "chunk_bytes": run.chunk_bytes}

@@ -1,0 +1,120 @@
+"""Where every file of the dedup stage lives, in one place, and how arrays are stored.
+
+Input files are numbered in sorted order (``f000003``), hash partitions too
+(``p0007``). Documents get dense int64 ids in input order (files, then lines), which
+is also the order of their string ids within each file; ``offsets[i]`` is the first
+dense id of file i.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from common.atomic import atomic_path
+
+STEPS = ("prepare", "exact", "bands", "lsh", "shingles", "verify", "components", "write")
+# The stage's published outputs (names under <output>).
+CORPUS, LEDGER, REPORT, QUARANTINE = "corpus", "ledger.parquet", "report.json", "quarantine.jsonl"
+OUTPUTS = (CORPUS, LEDGER, REPORT, QUARANTINE)
+
+
+def file_key(i: int) -> str:
+    return f"f{i:06d}"
+
+
+def part_key(p: int) -> str:
+    return f"p{p:04d}"
+
+
+def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def load_npz(path: Path, name: str) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as z:
+        return z[name]
+
+
+@dataclass(frozen=True)
+class Layout:
+    work: Path  # <output>/_work
+
+    # 1. prepare: per input file
+    def table(self, f: int) -> Path:  # the document table (parquet)
+        return self.work / "prepare" / f"{file_key(f)}.parquet"
+
+    def meta(self, f: int) -> Path:  # status, keep rank and line of every document (npz)
+        return self.work / "prepare" / f"{file_key(f)}.meta.npz"
+
+    def hash_rows(self, f: int) -> Path:  # exact-hash rows split by partition (npz)
+        return self.work / "prepare" / f"{file_key(f)}.hash.npz"
+
+    def signatures(self, f: int) -> Path:  # MinHash signatures of the file's candidates
+        return self.work / "prepare" / f"{file_key(f)}.sig.npy"
+
+    def signature_valid(self, f: int) -> Path:
+        return self.work / "prepare" / f"{file_key(f)}.sigvalid.npy"
+
+    def signature_docs(self, f: int) -> Path:  # local document index of each signature row
+        return self.work / "prepare" / f"{file_key(f)}.siglocal.npy"
+
+    # 2. exact: per partition
+    def exact(self, p: int) -> Path:  # edges to each group's representative, non-representatives
+        return self.work / "exact" / f"{part_key(p)}.npz"
+
+    # 3. bands: per input file
+    def bands(self, f: int) -> Path:  # (band key, document) rows split by partition
+        return self.work / "bands" / f"{file_key(f)}.npz"
+
+    # 4. lsh: per partition
+    def lsh(self, p: int) -> Path:  # decided edges, undecided pairs, candidate count
+        return self.work / "lsh" / f"{part_key(p)}.npz"
+
+    # 4b. shingles: per input file (only documents in undecided pairs)
+    def shingle_ids(self, f: int) -> Path:
+        return self.work / "shingles" / f"{file_key(f)}.ids.npy"
+
+    def shingle_bounds(self, f: int) -> Path:
+        return self.work / "shingles" / f"{file_key(f)}.bounds.npy"
+
+    def shingle_hashes(self, f: int) -> Path:  # flat little-endian uint64 sets
+        return self.work / "shingles" / f"{file_key(f)}.hashes.bin"
+
+    # 4c. verify: per partition
+    def verified(self, p: int) -> Path:  # every near-duplicate edge of the partition
+        return self.work / "verify" / f"{part_key(p)}.npy"
+
+    # 5. components
+    def kept(self) -> Path:  # dense id of the kept document of each document's component
+        return self.work / "components" / "kept.npy"
+
+    def kind(self) -> Path:  # 0 not a duplicate, 1 exact, 2 near
+        return self.work / "components" / "kind.npy"
+
+    # 6. write: per input file
+    def corpus(self) -> Path:  # the cleaned corpus, published as <output>/corpus
+        return self.work / "write" / CORPUS
+
+    def ledger_part(self, f: int) -> Path:
+        return self.work / "write" / "ledger" / f"{file_key(f)}.parquet"
+
+    def timings(self) -> Path:
+        return self.work / "timings.json"
+
+
+def file_of(offsets: np.ndarray, dense: np.ndarray | int) -> np.ndarray | int:
+    """The input file number of dense document ids."""
+    return np.searchsorted(offsets, dense, side="right") - 1

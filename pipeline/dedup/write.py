@@ -1,0 +1,95 @@
+"""Step 6, one task per input file: its kept records as cleaned-corpus chunks (the input
+layout, text normalized, everything else unchanged) and its part of the ledger (one row
+per input record: status, reason, cluster and the kept representative)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from common.atomic import atomic_path
+from pipeline.corpus_io import ChunkWriter, SourceFile
+from pipeline.dedup.config import DedupStageConfig
+from pipeline.dedup.layout import Layout, file_of, load_npy, load_npz
+from pipeline.dedup.report import add_row
+
+LEDGER_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("bytes", pa.int64()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("cluster_id", pa.int64()),
+        ("kept_id", pa.string()),
+    ]
+)
+
+
+def write_file(cfg: DedupStageConfig, layout: Layout, file_no: int, sf: SourceFile, offsets: np.ndarray,
+               labels: list[str], prefix: str) -> dict:
+    """Write one file's kept records and ledger part; returns its per-source counts."""
+    lo_id, hi_id = int(offsets[file_no]), int(offsets[file_no + 1])
+    kept = np.array(load_npy(layout.kept(), mmap=True)[lo_id:hi_id])
+    kind = np.array(load_npy(layout.kind(), mmap=True)[lo_id:hi_id])
+    lines = _LineLookup(layout, offsets, labels)
+    columns: dict[str, list] = {name: [] for name in LEDGER_SCHEMA.names}
+    counts: dict[str, dict[str, int]] = {}
+    i = 0
+    table = pq.ParquetFile(layout.table(file_no))
+    with ChunkWriter(layout.corpus() / sf.folder, prefix=prefix, max_bytes=cfg.run.chunk_bytes) as writer:
+        for batch in table.iter_batches(batch_size=1024):  # one batch of texts in memory at a time
+            b = batch.to_pydict()
+            for j in range(len(b["id"])):
+                status, reason, cluster, kept_id = b["status"][j], b["reason"][j], None, None
+                if status == "candidate":
+                    cluster = int(kept[i])
+                    if cluster == lo_id + i:
+                        status, reason, kept_id = "kept", None, b["id"][j]
+                        record = json.loads(b["record"][j])
+                        record["text"] = b["text"][j]
+                        writer.write(record)
+                    else:
+                        status, reason, kept_id = "duplicate", "exact" if kind[i] == 1 else "near", lines.id_of(cluster)
+                for name, value in zip(LEDGER_SCHEMA.names,
+                                       (b["id"][j], b["source"][j], b["bytes"][j], status, reason, cluster, kept_id)):
+                    columns[name].append(value)
+                add_row(counts, b["source"][j], b["bytes"][j], status, reason)
+                i += 1
+    with atomic_path(layout.ledger_part(file_no)) as tmp:
+        pq.write_table(pa.table(columns, schema=LEDGER_SCHEMA), tmp, compression="zstd")
+    return counts
+
+
+def chunk_prefixes(files: list[SourceFile]) -> list[str]:
+    """Output chunk name prefix per input file: its name without the format suffix
+    (sub-folders joined by "__"), or with the suffix kept where that would collide."""
+
+    def stem(sf: SourceFile) -> str:
+        name = sf.name
+        for suffix in (".jsonl.zst", ".jsonl", ".parquet"):
+            if name.endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        return name.replace("/", "__")
+
+    stems = [(sf.folder, stem(sf)) for sf in files]
+    taken = {key: stems.count(key) for key in set(stems)}
+    return [s if taken[(sf.folder, s)] == 1 else sf.name.replace("/", "__").replace(".", "_") for sf, (_, s) in zip(files, stems)]
+
+
+class _LineLookup:
+    """String id of any dense id: '<folder>/<file>:<line>' from the per-file line arrays."""
+
+    def __init__(self, layout: Layout, offsets: np.ndarray, labels: list[str]):
+        self.layout, self.offsets, self.labels = layout, offsets, labels
+        self._lines: dict[int, np.ndarray] = {}
+
+    def id_of(self, dense: int) -> str:
+        f = int(file_of(self.offsets, dense))
+        if f not in self._lines:
+            self._lines[f] = load_npz(self.layout.meta(f), "line")
+        return f"{self.labels[f]}:{int(self._lines[f][dense - self.offsets[f]])}"

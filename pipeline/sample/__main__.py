@@ -1,0 +1,22 @@
+"""``python -m pipeline.sample [--config FILE] [key=value ...]``"""
+
+from common.config import stage_cli
+from pipeline.sample.build import MANIFEST, build, format_table
+from pipeline.sample.config import DEFAULT_CONFIG, SampleConfig
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, _ = stage_cli(
+        SampleConfig,
+        "Build the sample corpus from text on this machine (Python sources, licenses, man pages, docs).",
+        DEFAULT_CONFIG,
+        argv,
+        prog="python -m pipeline.sample",
+    )
+    manifest = build(cfg)
+    print(format_table(manifest))
+    print(f"wrote {cfg.output}/ ({MANIFEST} last)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""``python -m pipeline.tokenize [--config FILE] [key=value ...]``"""
+
+from pathlib import Path
+
+from common.config import stage_cli
+from pipeline.shard_format import MANIFEST_NAME
+from pipeline.tokenize.config import DEFAULT_CONFIG, TokenizeConfig
+from pipeline.tokenize.driver import run
+from pipeline.tokenize.report import print_summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, _ = stage_cli(TokenizeConfig, "GPT-2 BPE, train/holdout split, decontamination, packed Arrow shards.",
+                       DEFAULT_CONFIG, argv, prog="python -m pipeline.tokenize")
+    report = run(cfg)
+    print_summary(report)
+    print(f"wrote {Path(cfg.output) / MANIFEST_NAME}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The tokenize job: its two steps on the stage kernel, then the shards are published.
+
+Each step's settings are only what decides its files, so a run with another packing
+(lengths, shuffle, shard size) reuses the per-file token parts of an earlier run, and
+a run after a crash reuses every part that was finished; a part is encoded again when
+its input file changed (size or modification time).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from typing import Any
+
+from common.config import to_dict
+from pipeline.corpus_io import list_source_files
+from pipeline.kernel import Stage, Task, TaskRunner, file_fingerprint
+from pipeline.shard_format import FORMAT_VERSION
+from pipeline.tokenize.config import TokenizeConfig, content_config, split_names
+from pipeline.tokenize.encode import PART_VERSION, encode_file
+from pipeline.tokenize.pack import pack_split
+from pipeline.tokenize.report import build_report
+from pipeline.tokenizer import EOS_ID, VOCAB_SIZE, load_tokenizer, resolve_encoder, resolve_path, tokenizer_sha256
+
+OUTPUTS = ("seq[0-9]*",)  # seq<L>/<split>/ folders
+
+
+def run(cfg: TokenizeConfig) -> dict[str, Any]:
+    """Run (or resume) the stage; returns the report (also written as manifest.json)."""
+    started = time.perf_counter()
+    tokenizer_path = str(resolve_path(cfg.tokenizer).resolve())
+    tok_sha = tokenizer_sha256(tokenizer_path)
+    load_tokenizer(tokenizer_path)  # fail here, not in a worker, on a bad tokenizer
+    encoder = resolve_encoder(cfg.run.encoder)  # resolved once: every worker uses the same one
+    if encoder == "tiktoken" and importlib.util.find_spec("tiktoken") is None:
+        raise ImportError("run.encoder=tiktoken needs the tiktoken package: pip install -e '.[fast]'")
+    files = list_source_files(cfg.input)
+    if not files:
+        raise FileNotFoundError(f"{cfg.input}: no corpus files (.jsonl, .jsonl.zst, .parquet) found")
+    inputs = [file_fingerprint(sf.path, sf.label) for sf in files]
+    stage = Stage("tokenize", cfg.output, {"content": content_config(cfg), "tokenizer_sha256": tok_sha}, inputs, OUTPUTS)
+    if stage.is_complete():
+        return stage.read_manifest()
+    stage.begin()
+    runner = TaskRunner.from_config(stage, cfg.run)
+
+    encode_dir = stage.step_dir("encode")
+    parts = [encode_dir / f"f{i:06d}.arrow" for i in range(len(files))]
+    # Largest files first, so one big file does not run alone at the end.
+    order = sorted(range(len(files)), key=lambda i: -inputs[i]["size"])
+    encode_settings = {"part_version": PART_VERSION, "tokenizer_sha256": tok_sha, "split": to_dict(cfg.split),
+                       "source_weights": cfg.pack.source_weights}
+    encoded = runner.run("encode", encode_file,
+                         [Task(f"f{i:06d}", (cfg, tokenizer_path, encoder, files[i], parts[i]), files[i].label, inputs[i])
+                          for i in order], encode_settings)
+    summaries: list[dict[str, Any]] = [{}] * len(files)
+    for i, summary in zip(order, encoded):
+        summaries[i] = summary
+    tokenize_wall = time.perf_counter() - started
+
+    holdout = frozenset(bytes.fromhex(h) for s in summaries for h in s["holdout_sha256"])
+    metadata = {
+        "format_version": str(FORMAT_VERSION),
+        "tokenizer_sha256": tok_sha,
+        "eos_id": str(EOS_ID),
+        "vocab_size": str(VOCAB_SIZE),
+        "config": json.dumps(content_config(cfg), sort_keys=True, separators=(",", ":")),
+    }
+    pack_dir, shared = stage.step_dir("pack"), runner.share(holdout)
+    # One task per (split, length): each reads the mapped parts on its own, so the big
+    # train split packs its lengths in parallel.
+    splits = runner.run("pack", pack_split,
+                        [Task(f"{split}-{seq_len}", (cfg, split, seq_len, parts, shared, pack_dir, metadata))
+                         for split in split_names(cfg) for seq_len in cfg.pack.seq_lens],
+                        {"content": content_config(cfg), "tokenizer_sha256": tok_sha})
+    for seq_len in cfg.pack.seq_lens:
+        stage.publish(pack_dir / f"seq{seq_len}", f"seq{seq_len}")
+    report = build_report(cfg, files, summaries, splits, tok_sha, runner.reused["encode"], tokenize_wall,
+                          time.perf_counter() - started)
+    stage.finish(report, keep_work=cfg.run.keep_work, indent=2, sort_keys=False)  # last: marks the stage complete
+    return report
