@@ -1,75 +1,125 @@
-"""Connected components of the duplicate graph and the document kept per component.
+"""Connected components of the duplicate graph by alternating large-star / small-star
+rounds (Kiveris et al., "Connected Components in MapReduce and Beyond", 2014), and the
+document each component keeps.
 
-State is one ``int64`` parent array over dense document ids; edges arrive in
-batches (one partition file at a time), so memory is bounded by the number of
-documents, never by the number of edges. Union-find is vectorised: each round
-points every edge's larger root at its smaller root (``np.minimum.at``) and
-compresses paths, until no edge joins two different roots. The root of every
-component is its smallest id.
+Every operation looks only at one node and its neighbours, so edges can be
+hash-partitioned by node (``node_partition``) and each partition processed by its own
+task, holding state for that partition only; the driver just alternates the steps.
+The result does not depend on the partitioning: each round is a function of the edge
+set, and the final labels are the smallest id of every component.
+
+- ``large_star``: each node u connects its neighbours larger than u to the smallest
+  node of its neighbourhood (u included).
+- ``small_star``: each node u connects itself and its neighbours smaller than u to the
+  smallest of them.
+- The graph is done when it is a forest of stars centred on their smallest member:
+  every node either has no smaller neighbour or exactly one neighbour. ``large_star``
+  checks that on its input; then each node's label is the smallest node of its
+  neighbourhood.
+
+Edges are ``int64 [m, 2]`` arrays of document ids. ``connected_components`` runs the
+same steps in one process (one partition).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-
-def new_forest(n: int) -> np.ndarray:
-    return np.arange(n, dtype=np.int64)
+MAX_ROUNDS = 64  # each round at least halves long chains; real graphs converge in a few
 
 
-def find_roots(parent: np.ndarray, nodes: np.ndarray | None = None) -> np.ndarray:
-    """Roots of ``nodes`` (all nodes if None), compressing ``parent`` fully on the way."""
-    while True:
-        grand = parent[parent]
-        if np.array_equal(grand, parent):
-            break
-        parent[:] = grand
-    return parent if nodes is None else parent[nodes]
+def node_partition(nodes: np.ndarray, partitions: int) -> np.ndarray:
+    """The partition of each node (dense ids are consecutive, so a modulus balances them)."""
+    return (nodes % partitions).astype(np.int64)
 
 
-def union_edges(parent: np.ndarray, edges: np.ndarray) -> None:
-    """Merge the components joined by ``edges`` (``int64 [m, 2]``) into ``parent``."""
-    u = edges[:, 0].astype(np.int64)
-    v = edges[:, 1].astype(np.int64)
-    while len(u):
-        ru = _roots_of(parent, u)
-        rv = _roots_of(parent, v)
-        differ = ru != rv
-        if not differ.any():
-            return
-        ru, rv = ru[differ], rv[differ]
-        u, v = u[differ], v[differ]
-        lo = np.minimum(ru, rv)
-        hi = np.maximum(ru, rv)
-        np.minimum.at(parent, hi, lo)
+def unique_edges(edges: np.ndarray) -> np.ndarray:
+    """Undirected edges as distinct (larger, smaller) rows, sorted; self-loops dropped."""
+    if len(edges) == 0:
+        return np.empty((0, 2), dtype=np.int64)
+    e = np.sort(edges.astype(np.int64), axis=1)[:, ::-1]
+    e = e[e[:, 0] != e[:, 1]]
+    return np.unique(e, axis=0) if len(e) else np.empty((0, 2), dtype=np.int64)
 
 
-def _roots_of(parent: np.ndarray, nodes: np.ndarray) -> np.ndarray:
-    """Roots of a subset of nodes, compressing only the paths walked."""
-    r = parent[nodes]
-    while True:
-        rr = parent[r]
-        if np.array_equal(rr, r):
-            break
-        parent[nodes] = rr  # path halving along the walked nodes
-        r = rr
-    return r
+def both_directions(edges: np.ndarray) -> np.ndarray:
+    """Directed rows <u, v> and <v, u> of each undirected edge (large-star's input)."""
+    return np.concatenate((edges, edges[:, ::-1])) if len(edges) else np.empty((0, 2), dtype=np.int64)
 
 
-def keep_per_component(roots: np.ndarray, members: np.ndarray, rank: np.ndarray) -> np.ndarray:
-    """For each node, the node its component keeps: the member with the smallest
-    ``(rank, id)``. Only nodes with ``members`` True take part; others map to -1."""
-    n = len(roots)
-    ids = np.arange(n, dtype=np.int64)
-    kept = np.full(n, -1, dtype=np.int64)
-    idx = ids[members]
-    if len(idx) == 0:
-        return kept
-    order = np.lexsort((idx, rank[idx], roots[idx]))  # by component, then rank, then id
-    sorted_roots = roots[idx][order]
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = sorted_roots[1:] != sorted_roots[:-1]
-    winner_of_root = np.full(n, -1, dtype=np.int64)
-    winner_of_root[sorted_roots[first]] = idx[order][first]
-    kept[idx] = winner_of_root[roots[idx]]
+def _groups(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct directed rows sorted by (u, v); the first row of each u and group sizes."""
+    pairs = np.unique(pairs, axis=0)  # sorted by u, then v
+    u, v = pairs[:, 0], pairs[:, 1]
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+    sizes = np.diff(np.r_[starts, len(u)])
+    return u, v, starts, sizes
+
+
+def large_star(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """One large-star step over directed rows <u, v> (all neighbours of the nodes u present).
+
+    Returns the new undirected edges (v, m(u)) for neighbours v > u, the label
+    ``(u, m(u))`` of every node u, and whether the input already is a star forest
+    (then the labels are final).
+    """
+    if len(pairs) == 0:
+        empty = np.empty((0, 2), dtype=np.int64)
+        return empty, empty, True
+    u, v, starts, sizes = _groups(pairs)
+    smallest_neighbour = np.minimum.reduceat(v, starts)
+    nodes = u[starts]
+    m = np.minimum(smallest_neighbour, nodes)
+    star = bool(np.all((smallest_neighbour > nodes) | (sizes == 1)))
+    larger = v > u
+    edges = np.stack((v[larger], np.repeat(m, sizes)[larger]), axis=1)
+    return edges, np.stack((nodes, m), axis=1), star
+
+
+def small_star(pairs: np.ndarray) -> np.ndarray:
+    """One small-star step over rows <u, v> with v < u (each edge keyed by its larger end).
+
+    Returns the new undirected edges: u and each of its smaller neighbours, connected
+    to the smallest of them.
+    """
+    if len(pairs) == 0:
+        return np.empty((0, 2), dtype=np.int64)
+    u, v, starts, sizes = _groups(pairs)
+    m = np.repeat(np.minimum.reduceat(v, starts), sizes)
+    to_min = np.stack((v, m), axis=1)[v != m]
+    return np.concatenate((np.stack((u[starts], m[starts]), axis=1), to_min))
+
+
+def connected_components(edges: np.ndarray) -> np.ndarray:
+    """``(node, smallest node of its component)`` for every node of ``edges``, sorted by
+    node, by the same rounds the distributed job runs, in one partition."""
+    current = unique_edges(edges)
+    for _ in range(MAX_ROUNDS):
+        bigger, labels, star = large_star(both_directions(current))
+        if star:
+            return labels
+        current = unique_edges(small_star(unique_edges(bigger)))
+    raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds")
+
+
+def best_members(labels: np.ndarray, rank: np.ndarray, fixed: np.ndarray | None = None) -> np.ndarray:
+    """The document each node's component keeps: the member with the smallest (rank, id).
+
+    ``labels`` is ``(node, component label)`` rows (all members of the components
+    present), ``rank`` the keep rank of each row's node. Nodes marked ``fixed`` keep
+    themselves whatever their component (reference documents are never removed); the
+    component's other members still point to its best member. Returns the kept node
+    of each row, in row order.
+    """
+    nodes, comp = labels[:, 0], labels[:, 1]
+    if len(nodes) == 0:
+        return np.empty(0, dtype=np.int64)
+    order = np.lexsort((nodes, rank, comp))  # by component, then rank, then id
+    first = np.r_[True, comp[order][1:] != comp[order][:-1]]
+    winner_of_group = nodes[order][first]
+    group = np.cumsum(first) - 1
+    kept = np.empty(len(nodes), dtype=np.int64)
+    kept[order] = winner_of_group[group]
+    if fixed is not None:
+        kept[fixed] = nodes[fixed]
     return kept

@@ -17,15 +17,15 @@ from pathlib import Path
 from common.atomic import write_json
 from pipeline.corpus_io import SourceFile, list_source_files
 from pipeline.dedup.candidates import bands_file, lsh_partition
-from pipeline.dedup.clusters import components
+from pipeline.dedup.clusters import run_components
 from pipeline.dedup.config import DedupStageConfig, band_layout, content_settings, work_settings
 from pipeline.dedup.exact import exact_partition
-from pipeline.dedup.layout import CORPUS, LEDGER, OUTPUTS, QUARANTINE, REPORT, Layout, file_key, part_key
+from pipeline.dedup.layout import CORPUS, LEDGER, OUTPUTS, QUARANTINE, REPORT, Layout, part_key
 from pipeline.dedup.prepare import file_offsets, prepare_file
 from pipeline.dedup.report import build_report, format_table, write_ledger, write_quarantine
 from pipeline.dedup.verify import shingles_file, verify_partition
 from pipeline.dedup.write import chunk_prefixes, write_file
-from pipeline.kernel import Stage, StopAfter, Task, TaskRunner, file_fingerprint
+from pipeline.kernel import Stage, StopAfter, Task, TaskRunner, file_fingerprint, file_key
 
 
 def run_dedup(cfg: DedupStageConfig, stop_after: str | None = None) -> dict:
@@ -71,7 +71,7 @@ def _run_steps(cfg: DedupStageConfig, stage: Stage, runner: TaskRunner, layout: 
         if cfg.lsh.verify == "exact":
             step("shingles", shingles_file, per_file(lambda i, sf: (cfg, layout, i, offsets)))
             verified = step("verify", verify_partition, per_partition)
-    step("components", components, [Task("all", (cfg, layout, offsets))])
+    run_components(step, cfg, layout, offsets, files=len(files))
     labels, prefixes = [sf.label for sf in files], chunk_prefixes(files)
     counts = step("write", write_file, per_file(lambda i, sf: (cfg, layout, i, sf, offsets, labels, prefixes[i])))
 

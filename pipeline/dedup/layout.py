@@ -14,15 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import atomic_path
+from pipeline.kernel import file_key
 
-STEPS = ("prepare", "exact", "bands", "lsh", "shingles", "verify", "components", "write")
 # The stage's published outputs (names under <output>).
 CORPUS, LEDGER, REPORT, QUARANTINE = "corpus", "ledger.parquet", "report.json", "quarantine.jsonl"
 OUTPUTS = (CORPUS, LEDGER, REPORT, QUARANTINE)
-
-
-def file_key(i: int) -> str:
-    return f"f{i:06d}"
 
 
 def part_key(p: int) -> str:
@@ -97,12 +93,18 @@ class Layout:
     def verified(self, p: int) -> Path:  # every near-duplicate edge of the partition
         return self.work / "verify" / f"{part_key(p)}.npy"
 
-    # 5. components
-    def kept(self) -> Path:  # dense id of the kept document of each document's component
-        return self.work / "components" / "kept.npy"
+    # 5. components: star rounds per node partition, then the keep rule per component
+    def graph(self, step: str, p: int) -> Path:  # a round's edges (and labels) routed by partition
+        return self.work / step / f"{part_key(p)}.npz"
 
-    def kind(self) -> Path:  # 0 not a duplicate, 1 exact, 2 near
-        return self.work / "components" / "kind.npy"
+    def kept_nodes(self, p: int) -> Path:  # sorted nodes of partition p's components ...
+        return self.work / "keep" / f"{part_key(p)}.nodes.npy"
+
+    def kept_of_nodes(self, p: int) -> Path:  # ... and the document each one's component keeps
+        return self.work / "keep" / f"{part_key(p)}.kept.npy"
+
+    def clusters(self, f: int) -> Path:  # per document of file f: kept dense id, duplicate kind
+        return self.work / "clusters" / f"{file_key(f)}.npz"
 
     # 6. write: per input file
     def corpus(self) -> Path:  # the cleaned corpus, published as <output>/corpus

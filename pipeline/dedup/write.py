@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from common.atomic import atomic_path
 from pipeline.corpus_io import ChunkWriter, SourceFile
 from pipeline.dedup.config import DedupStageConfig
-from pipeline.dedup.layout import Layout, file_of, load_npy, load_npz
+from pipeline.dedup.layout import Layout, file_of, load_npz
 from pipeline.dedup.report import add_row
 
 LEDGER_SCHEMA = pa.schema(
@@ -32,9 +32,8 @@ LEDGER_SCHEMA = pa.schema(
 def write_file(cfg: DedupStageConfig, layout: Layout, file_no: int, sf: SourceFile, offsets: np.ndarray,
                labels: list[str], prefix: str) -> dict:
     """Write one file's kept records and ledger part; returns its per-source counts."""
-    lo_id, hi_id = int(offsets[file_no]), int(offsets[file_no + 1])
-    kept = np.array(load_npy(layout.kept(), mmap=True)[lo_id:hi_id])
-    kind = np.array(load_npy(layout.kind(), mmap=True)[lo_id:hi_id])
+    lo_id = int(offsets[file_no])
+    kept, kind = load_npz(layout.clusters(file_no), "kept"), load_npz(layout.clusters(file_no), "kind")
     lines = _LineLookup(layout, offsets, labels)
     columns: dict[str, list] = {name: [] for name in LEDGER_SCHEMA.names}
     counts: dict[str, dict[str, int]] = {}

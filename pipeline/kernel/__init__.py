@@ -17,6 +17,6 @@ outputs by renaming them into place and writes ``manifest.json`` last.
 from pipeline.kernel.ray_runtime import init_ray
 from pipeline.kernel.run_config import RunConfig
 from pipeline.kernel.runner import StopAfter, Task, TaskFailed, TaskRunner
-from pipeline.kernel.stage import Stage, digest, file_fingerprint
+from pipeline.kernel.stage import Stage, digest, file_fingerprint, file_key
 
-__all__ = ["RunConfig", "Stage", "StopAfter", "Task", "TaskFailed", "TaskRunner", "digest", "file_fingerprint", "init_ray"]
+__all__ = ["RunConfig", "Stage", "StopAfter", "Task", "TaskFailed", "TaskRunner", "digest", "file_fingerprint", "file_key", "init_ray"]

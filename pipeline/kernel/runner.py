@@ -151,9 +151,10 @@ class TaskRunner:
     def _failure(self, step: str, task: Task, exc: Exception) -> TaskFailed:
         cause = getattr(exc, "cause", None) or exc
         what = f" ({task.label})" if task.label else ""
+        message = str(cause).strip().splitlines()[-1] if str(cause).strip() else ""
         return TaskFailed(
-            f"{self.stage.name} step {step!r}: task {task.key}{what} failed after up to {self.retries + 1} "
-            f"attempts: {type(cause).__name__}: {str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}"
+            f"{self.stage.name} step {step!r}: task {task.key}{what} failed (retried up to {self.retries} times "
+            f"after a lost worker or node or an I/O error): {type(cause).__name__}: {message}"
         )
 
 

@@ -38,6 +38,11 @@ def digest(value: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+def file_key(i: int) -> str:
+    """The task key of a stage's i-th input file (files are numbered in sorted order)."""
+    return f"f{i:06d}"
+
+
 def file_fingerprint(path: str | os.PathLike, label: str | None = None) -> dict[str, Any]:
     """What a result computed from a file depends on: its name, size and mtime."""
     stat = Path(path).stat()

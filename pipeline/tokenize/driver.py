@@ -15,7 +15,7 @@ from typing import Any
 
 from common.config import to_dict
 from pipeline.corpus_io import list_source_files
-from pipeline.kernel import Stage, Task, TaskRunner, file_fingerprint
+from pipeline.kernel import Stage, Task, TaskRunner, file_fingerprint, file_key
 from pipeline.shard_format import FORMAT_VERSION
 from pipeline.tokenize.config import TokenizeConfig, content_config, split_names
 from pipeline.tokenize.encode import PART_VERSION, encode_file
@@ -46,13 +46,13 @@ def run(cfg: TokenizeConfig) -> dict[str, Any]:
     runner = TaskRunner.from_config(stage, cfg.run)
 
     encode_dir = stage.step_dir("encode")
-    parts = [encode_dir / f"f{i:06d}.arrow" for i in range(len(files))]
+    parts = [encode_dir / f"{file_key(i)}.arrow" for i in range(len(files))]
     # Largest files first, so one big file does not run alone at the end.
     order = sorted(range(len(files)), key=lambda i: -inputs[i]["size"])
     encode_settings = {"part_version": PART_VERSION, "tokenizer_sha256": tok_sha, "split": to_dict(cfg.split),
                        "source_weights": cfg.pack.source_weights}
     encoded = runner.run("encode", encode_file,
-                         [Task(f"f{i:06d}", (cfg, tokenizer_path, encoder, files[i], parts[i]), files[i].label, inputs[i])
+                         [Task(file_key(i), (cfg, tokenizer_path, encoder, files[i], parts[i]), files[i].label, inputs[i])
                           for i in order], encode_settings)
     summaries: list[dict[str, Any]] = [{}] * len(files)
     for i, summary in zip(order, encoded):
