@@ -1,6 +1,7 @@
 """``python -m pipeline.sample [--config FILE] [key=value ...]``"""
 
 from common.config import stage_cli
+from pipeline.kernel import TaskFailed
 from pipeline.sample.build import MANIFEST, build, format_table
 from pipeline.sample.config import DEFAULT_CONFIG, SampleConfig
 
@@ -13,7 +14,10 @@ def main(argv: list[str] | None = None) -> None:
         argv,
         prog="python -m pipeline.sample",
     )
-    manifest = build(cfg)
+    try:
+        manifest = build(cfg)
+    except (TaskFailed, FileNotFoundError) as exc:
+        raise SystemExit(f"python -m pipeline.sample: error: {exc}") from None
     print(format_table(manifest))
     print(f"wrote {cfg.output}/ ({MANIFEST} last)")
 

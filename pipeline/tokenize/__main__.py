@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from common.config import stage_cli
+from pipeline.kernel import TaskFailed
 from pipeline.shard_format import MANIFEST_NAME
 from pipeline.tokenize.config import DEFAULT_CONFIG, TokenizeConfig
 from pipeline.tokenize.driver import run
@@ -12,7 +13,10 @@ from pipeline.tokenize.report import print_summary
 def main(argv: list[str] | None = None) -> None:
     cfg, _ = stage_cli(TokenizeConfig, "GPT-2 BPE, train/holdout split, decontamination, packed Arrow shards.",
                        DEFAULT_CONFIG, argv, prog="python -m pipeline.tokenize")
-    report = run(cfg)
+    try:
+        report = run(cfg)
+    except (TaskFailed, FileNotFoundError) as exc:
+        raise SystemExit(f"python -m pipeline.tokenize: error: {exc}") from None
     print_summary(report)
     print(f"wrote {Path(cfg.output) / MANIFEST_NAME}")
 
