@@ -1,15 +1,18 @@
-"""Scale and memory: `make dedup` on a generated corpus, peak memory of every process.
+"""Scale and memory: `make dedup` on generated corpora of growing size.
 
-    .venv/bin/python bench/dedup_scale.py [--docs 1000000] [--doc-bytes 2000] [--out /tmp/dedup_scale]
+    .venv/bin/python bench/dedup_scale.py [--docs 1000000 ...] [--doc-bytes 2000] [--out /tmp/dedup_scale]
+    .venv/bin/python bench/dedup_scale.py --docs 250000 500000 1000000 2000000 4000000 --plot curve.png
 
-Generates ``--docs`` documents of about ``--doc-bytes`` bytes from real text (random
-windows of the sample corpus with random word substitutions, so documents are
-distinct), plants 3% near-duplicates (edited copies) and 2% exact copies (``--near``, ``--exact``;
-raise ``--near`` to see that memory does not follow the number of candidate pairs), writes them
-as ``.jsonl.zst`` files of 10,000 documents in four sources, then runs
-``python -m pipeline.dedup`` in a subprocess and samples, every 0.2 s, the resident
-memory of the driver and of the whole process tree (driver + Ray's processes).
-Prints wall time, MB/s, peak driver RSS and the peak total as RSS, PSS and USS.
+For each ``--docs`` N: generates N documents of about ``--doc-bytes`` bytes from real
+text (random windows of the sample corpus with random word substitutions, so documents
+are distinct), plants 3% near-duplicates (edited copies) and 2% exact copies
+(``--near``, ``--exact``; raise ``--near`` to see that memory does not follow the number
+of candidate pairs), writes them as ``.jsonl.zst`` files of 10,000 documents in four
+sources, then runs ``python -m pipeline.dedup`` in a subprocess and samples, every
+0.2 s, the memory of every process of the run (driver + Ray's processes). Prints, and
+with several sizes tabulates: wall seconds per GB, per step, peak memory (PSS) of the
+largest single process and of all processes together, peak driver RSS. The generated
+corpus and the dedup output of a size are deleted after its run unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import json
 import random
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -83,7 +87,7 @@ def tree_memory(pid: int) -> dict[str, int]:
     """
     import psutil
 
-    out = {"driver_rss": 0, "rss": 0, "pss": 0, "uss": 0}
+    out = {"driver_rss": 0, "rss": 0, "pss": 0, "uss": 0, "largest_pss": 0}
     try:
         root = psutil.Process(pid)
         procs = [root] + root.children(recursive=True)
@@ -96,15 +100,105 @@ def tree_memory(pid: int) -> dict[str, int]:
             continue
         out["rss"] += info.rss
         out["pss"] += getattr(info, "pss", info.rss)
+        out["largest_pss"] = max(out["largest_pss"], getattr(info, "pss", info.rss))
         out["uss"] += info.uss
         if p.pid == pid:
             out["driver_rss"] = info.rss
     return out
 
 
+def run_size(args, docs: int) -> dict:
+    out = Path(args.out)
+    name = f"{docs}" if (args.exact, args.near) == (0.02, 0.03) else f"{docs}-e{args.exact}-n{args.near}"
+    corpus = out / f"corpus-{name}"
+    if not (corpus / "DONE").exists():
+        t = time.time()
+        nbytes = generate(corpus, docs, args.doc_bytes, args.corpus, args.seed, args.exact, args.near)
+        (corpus / "DONE").write_text(str(nbytes))
+        print(f"generated {docs:,} documents, {nbytes / 1e9:.2f} GB in {time.time() - t:.0f} s", flush=True)
+    nbytes = int((corpus / "DONE").read_text())
+    result_dir = out / f"dedup-{name}"
+    shutil.rmtree(result_dir, ignore_errors=True)
+    cmd = [sys.executable, "-m", "pipeline.dedup", f"input={corpus}", f"output={result_dir}",
+           f"run.num_cpus={args.num_cpus}", "run.progress=false", *args.override]
+    start = time.time()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = {"driver_rss": 0, "rss": 0, "pss": 0, "uss": 0, "largest_pss": 0}
+    while proc.poll() is None:
+        for key, value in tree_memory(proc.pid).items():
+            peak[key] = max(peak[key], value)
+        time.sleep(0.2)
+    wall = time.time() - start
+    output = proc.stdout.read()
+    print(output[-2000:], flush=True)
+    timing_file = result_dir / "_work" / "timings.json"
+    timings = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+    pairs = re.search(r"([\d,]+) candidate pairs, ([\d,]+) verified", output)
+    gb = nbytes / 1e9
+    steps: dict[str, float] = {}
+    for step, (step_wall, _) in timings.get("stages", {}).items():
+        group = "components" if step in ("route", "keep", "clusters") or step.startswith("r") and step[1:3].isdigit() else step
+        steps[group] = steps.get(group, 0.0) + step_wall / gb
+    result = {
+        "docs": docs,
+        "planted_exact": args.exact,
+        "planted_near": args.near,
+        "candidate_pairs": int(pairs.group(1).replace(",", "")) if pairs else None,
+        "gb": round(gb, 3),
+        "wall_s": round(wall, 1),
+        "s_per_gb": round(wall / gb, 1),
+        "step_s_per_gb": {k: round(v, 2) for k, v in steps.items()},
+        "mb_per_s": round(nbytes / 1e6 / wall, 2),
+        "mb_per_cpu_s": round(nbytes / 1e6 / timings["cpu_seconds"], 2) if timings else None,
+        "peak_driver_rss_mb": round(peak["driver_rss"] / 1e6, 1),
+        "peak_largest_process_pss_mb": round(peak["largest_pss"] / 1e6, 1),
+        "peak_total_rss_mb": round(peak["rss"] / 1e6, 1),  # shared pages counted once per process
+        "peak_total_pss_mb": round(peak["pss"] / 1e6, 1),  # shared pages shared out
+        "peak_total_uss_mb": round(peak["uss"] / 1e6, 1),  # private pages only
+        "returncode": proc.returncode,
+    }
+    print(json.dumps(result), flush=True)
+    (out / f"result-{name}.json").write_text(json.dumps(result, indent=1))
+    if not args.keep:
+        shutil.rmtree(result_dir, ignore_errors=True)
+        shutil.rmtree(corpus, ignore_errors=True)
+    return result
+
+
+def table(results: list[dict]) -> str:
+    steps = sorted({k for r in results for k in r["step_s_per_gb"]}, key=lambda k: -max(r["step_s_per_gb"].get(k, 0) for r in results))
+    head = ["docs", "GB", "s/GB", *[f"{k} s/GB" for k in steps], "largest process PSS MB", "all PSS MB", "driver RSS MB"]
+    rows = [head]
+    for r in results:
+        rows.append([f"{r['docs']:,}", f"{r['gb']:.2f}", f"{r['s_per_gb']:.1f}", *[f"{r['step_s_per_gb'].get(k, 0):.1f}" for k in steps],
+                     f"{r['peak_largest_process_pss_mb']:.0f}", f"{r['peak_total_pss_mb']:.0f}", f"{r['peak_driver_rss_mb']:.0f}"])
+    return "\n".join("| " + " | ".join(row) + " |" for row in [rows[0], ["---"] * len(head), *rows[1:]])
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    docs = [r["docs"] for r in results]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(docs, [r["s_per_gb"] for r in results], "o-", label="whole job")
+    for step in sorted({k for r in results for k in r["step_s_per_gb"]}):
+        a.plot(docs, [r["step_s_per_gb"].get(step, 0) for r in results], ".--", label=step)
+    a.set(xscale="log", xlabel="documents", ylabel="wall seconds per GB", title="dedup time per GB (2 cores)")
+    a.legend(fontsize=7)
+    b.plot(docs, [r["peak_largest_process_pss_mb"] / 1e3 for r in results], "o-", label="largest single process")
+    b.plot(docs, [r["peak_total_pss_mb"] / 1e3 for r in results], "s-", label="all processes")
+    b.set(xscale="log", xlabel="documents", ylabel="peak PSS (GB)", title="dedup peak memory")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--docs", type=int, default=1_000_000)
+    parser.add_argument("--docs", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--doc-bytes", type=int, default=2000)
     parser.add_argument("--corpus", default="data/sample")
     parser.add_argument("--out", default="/tmp/dedup_scale")
@@ -113,48 +207,17 @@ def main() -> None:
     parser.add_argument("--exact", type=float, default=0.02, help="fraction of documents that are exact copies")
     parser.add_argument("--near", type=float, default=0.03,
                         help="fraction that are edited copies (raise it to see memory against candidate pairs)")
+    parser.add_argument("--keep", action="store_true", help="keep each size's corpus and output")
+    parser.add_argument("--plot", type=Path, help="write the curve as a PNG")
+    parser.add_argument("override", nargs="*", help="dedup config overrides, e.g. run.partitions=32")
     args = parser.parse_args()
-    out = Path(args.out)
-    name = f"{args.docs}" if (args.exact, args.near) == (0.02, 0.03) else f"{args.docs}-e{args.exact}-n{args.near}"
-    corpus = out / f"corpus-{name}"
-    if not (corpus / "DONE").exists():
-        t = time.time()
-        nbytes = generate(corpus, args.docs, args.doc_bytes, args.corpus, args.seed, args.exact, args.near)
-        (corpus / "DONE").write_text(str(nbytes))
-        print(f"generated {args.docs:,} documents, {nbytes / 1e9:.2f} GB in {time.time() - t:.0f} s")
-    nbytes = int((corpus / "DONE").read_text())
-    result_dir = out / f"dedup-{name}"
-    subprocess.run(["rm", "-rf", str(result_dir)], check=True)
-    cmd = [sys.executable, "-m", "pipeline.dedup", f"input={corpus}", f"output={result_dir}", f"run.num_cpus={args.num_cpus}", "run.progress=false"]
-    start = time.time()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = {"driver_rss": 0, "rss": 0, "pss": 0, "uss": 0}
-    while proc.poll() is None:
-        for key, value in tree_memory(proc.pid).items():
-            peak[key] = max(peak[key], value)
-        time.sleep(0.2)
-    wall = time.time() - start
-    output = proc.stdout.read()
-    print(output[-3000:])
-    timings = json.loads((result_dir / "_work" / "timings.json").read_text()) if (result_dir / "_work" / "timings.json").exists() else {}
-    pairs = re.search(r"([\d,]+) candidate pairs, ([\d,]+) verified", output)
-    result = {
-        "docs": args.docs,
-        "planted_exact": args.exact,
-        "planted_near": args.near,
-        "candidate_pairs": int(pairs.group(1).replace(",", "")) if pairs else None,
-        "gb": round(nbytes / 1e9, 3),
-        "wall_s": round(wall, 1),
-        "mb_per_s": round(nbytes / 1e6 / wall, 2),
-        "mb_per_cpu_s": round(nbytes / 1e6 / timings["cpu_seconds"], 2) if timings else None,
-        "peak_driver_rss_mb": round(peak["driver_rss"] / 1e6, 1),
-        "peak_total_rss_mb": round(peak["rss"] / 1e6, 1),  # shared pages counted once per process
-        "peak_total_pss_mb": round(peak["pss"] / 1e6, 1),  # shared pages shared out
-        "peak_total_uss_mb": round(peak["uss"] / 1e6, 1),  # private pages only
-        "returncode": proc.returncode,
-    }
-    print(json.dumps(result))
-    (out / f"result-{name}.json").write_text(json.dumps(result, indent=1))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    results = [run_size(args, docs) for docs in args.docs]
+    print(table(results))
+    (Path(args.out) / "scale.json").write_text(json.dumps(results, indent=1))
+    if args.plot:
+        plot(results, args.plot)
+        print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":

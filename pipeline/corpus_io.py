@@ -341,7 +341,8 @@ class ChunkWriter:
         self._bytes = 0
         self.records = 0
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any]) -> tuple[int, int]:
+        """Append a record; returns where it went: (chunk number, line in the chunk, from 1)."""
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
         if self._writer is not None and self._bytes + len(line) > self.max_bytes:
             self._finish_chunk()
@@ -349,7 +350,9 @@ class ChunkWriter:
             self._start_chunk()
         self._writer.write(line)
         self._bytes += len(line)
+        self._lines += 1
         self.records += 1
+        return len(self.files), self._lines
 
     def _chunk_path(self) -> Path:
         return self.out_dir / f"{self.prefix}-{len(self.files):05d}.jsonl.zst"
@@ -358,6 +361,7 @@ class ChunkWriter:
         self._fh = open(temp_path(self._chunk_path()), "wb")
         self._writer = zstandard.ZstdCompressor(level=self.level).stream_writer(self._fh, closefd=False)
         self._bytes = 0
+        self._lines = 0
 
     def _finish_chunk(self) -> None:
         assert self._writer is not None and self._fh is not None

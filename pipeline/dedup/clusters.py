@@ -116,8 +116,9 @@ def cluster_file(cfg: DedupStageConfig, layout: Layout, f: int, offsets: np.ndar
 
 def run_components(step: Callable, cfg: DedupStageConfig, layout: Layout, offsets: np.ndarray,
                    files: int, reference_files: int = 0) -> None:
-    """All steps of the components stage, on the runner's ``step`` function; reference
-    documents (incremental dedup) are the first ``reference_files`` files."""
+    """All steps of the components stage, on the runner's ``step`` function. Reference
+    documents (incremental dedup) are the first ``reference_files`` of ``files``; only
+    the others get cluster arrays (only they are written)."""
 
     def per_partition(*args) -> list[Task]:
         return [Task(part_key(p), (cfg, layout, p, *args)) for p in range(cfg.run.partitions)]
@@ -134,4 +135,4 @@ def run_components(step: Callable, cfg: DedupStageConfig, layout: Layout, offset
     else:
         raise RuntimeError(f"dedup: connected components did not converge in {MAX_ROUNDS} rounds")
     step("keep", keep_partition, per_partition(large, offsets, reference_files))
-    step("clusters", cluster_file, [Task(file_key(f), (cfg, layout, f, offsets)) for f in range(files)])
+    step("clusters", cluster_file, [Task(file_key(f), (cfg, layout, f, offsets)) for f in range(reference_files, files)])

@@ -71,6 +71,7 @@ class DedupRunConfig(RunConfig):
 class DedupStageConfig:
     input: str = "data/sample"
     output: str = "data/dedup"
+    reference: Optional[str] = None  # an earlier dedup output to deduplicate against (incremental)
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     minhash: MinHashConfig = field(default_factory=MinHashConfig)

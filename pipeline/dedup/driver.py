@@ -20,12 +20,13 @@ from pipeline.dedup.candidates import bands_file, lsh_partition
 from pipeline.dedup.clusters import run_components
 from pipeline.dedup.config import DedupStageConfig, band_layout, content_settings, work_settings
 from pipeline.dedup.exact import exact_partition
-from pipeline.dedup.layout import CORPUS, LEDGER, OUTPUTS, QUARANTINE, REPORT, Layout, part_key
+from pipeline.dedup.layout import CORPUS, INDEX, LEDGER, OUTPUTS, QUARANTINE, REPORT, Layout, part_key
 from pipeline.dedup.prepare import file_offsets, prepare_file
+from pipeline.dedup.reference import ReferenceIndex, load_reference_file, open_reference, write_index_manifest
 from pipeline.dedup.report import build_report, format_table, write_ledger, write_quarantine
 from pipeline.dedup.verify import shingles_file, verify_partition
 from pipeline.dedup.write import chunk_prefixes, write_file
-from pipeline.kernel import Stage, StopAfter, Task, TaskRunner, file_fingerprint, file_key
+from pipeline.kernel import Stage, StopAfter, Task, TaskRunner, digest, file_fingerprint, file_key
 
 
 def run_dedup(cfg: DedupStageConfig, stop_after: str | None = None) -> dict:
@@ -34,7 +35,10 @@ def run_dedup(cfg: DedupStageConfig, stop_after: str | None = None) -> dict:
     files = list_source_files(cfg.input)
     if not files:
         raise FileNotFoundError(f"no corpus files (.jsonl, .jsonl.zst, .parquet) under {cfg.input}")
+    reference = open_reference(cfg) if cfg.reference else None
     inputs = [file_fingerprint(sf.path, sf.label) for sf in files]
+    if reference is not None:
+        inputs.append({"reference": str(reference.folder), "index": digest(reference.manifest)})
     stage = Stage("dedup", cfg.output, work_settings(cfg), inputs, OUTPUTS)
     if stage.is_complete():
         report = _read_report(stage.output)
@@ -44,42 +48,58 @@ def run_dedup(cfg: DedupStageConfig, stop_after: str | None = None) -> dict:
     runner = TaskRunner.from_config(stage, cfg.run, stop_after)
     started, cpu_started = time.time(), time.process_time()
     try:
-        report = _run_steps(cfg, stage, runner, Layout(stage.work), files, inputs)
+        refs = len(reference.parts) if reference is not None else 0
+        report = _run_steps(cfg, stage, runner, Layout(stage.work, refs), files, inputs, reference)
     except StopAfter:
         return {}
     _print_timing(runner, report, stage, started, cpu_started)
     return report
 
 
-def _run_steps(cfg: DedupStageConfig, stage: Stage, runner: TaskRunner, layout: Layout,
-               files: list[SourceFile], inputs: list[dict]) -> dict:
+def _run_steps(cfg: DedupStageConfig, stage: Stage, runner: TaskRunner, layout: Layout, files: list[SourceFile],
+               inputs: list[dict], reference: ReferenceIndex | None) -> dict:
+    """The steps in order. File numbers: the reference's index parts first (none without
+    a reference), then the input files; ``new`` are the input files' numbers."""
     step = partial(runner.run, settings=work_settings(cfg))
+    refs = reference.parts if reference is not None else []
+    R, new = len(refs), range(len(refs), len(refs) + len(files))
+    every = range(R + len(files))
 
-    def per_file(args) -> list[Task]:
-        return [Task(file_key(i), args(i, sf), sf.label) for i, sf in enumerate(files)]
+    def per_file(numbers, args) -> list[Task]:
+        return [Task(file_key(f), args(f), str(refs[f]) if f < R else files[f - R].label) for f in numbers]
 
-    prepared = step("prepare", prepare_file,
-                    [Task(file_key(i), (cfg, layout, i, sf), sf.label, inputs[i]) for i, sf in enumerate(files)])
-    offsets = file_offsets([r["docs"] for r in prepared])
+    counts = step("reference", load_reference_file, per_file(range(R), lambda f: (cfg, layout, f, refs[f]))) if R else []
+    prepared = step("prepare", prepare_file, [Task(file_key(f), (cfg, layout, f, files[f - R]), files[f - R].label,
+                                                   inputs[f - R]) for f in new])
+    offsets = file_offsets([r["docs"] for r in counts + prepared])
     per_partition = [Task(part_key(p), (cfg, layout, p, offsets)) for p in range(cfg.run.partitions)]
     if cfg.duplicates.exact:
         step("exact", exact_partition, per_partition)
     candidates = verified = []
     if cfg.duplicates.near:
-        step("bands", bands_file, per_file(lambda i, sf: (cfg, layout, i, offsets)))
+        step("bands", bands_file, per_file(every, lambda f: (cfg, layout, f, offsets)))
         candidates = verified = step("lsh", lsh_partition, per_partition)
         if cfg.lsh.verify == "exact":
-            step("shingles", shingles_file, per_file(lambda i, sf: (cfg, layout, i, offsets)))
+
+            def texts(f: int) -> tuple[str, str] | None:  # where a reference file's texts are
+                return (str(reference.corpus), str(refs[f])) if f < R else None
+
+            step("shingles", shingles_file, per_file(every, lambda f: (cfg, layout, f, offsets, texts(f))))
             verified = step("verify", verify_partition, per_partition)
-    run_components(step, cfg, layout, offsets, files=len(files))
-    labels, prefixes = [sf.label for sf in files], chunk_prefixes(files)
-    counts = step("write", write_file, per_file(lambda i, sf: (cfg, layout, i, sf, offsets, labels, prefixes[i])))
+    run_components(step, cfg, layout, offsets, files=R + len(files), reference_files=R)
+    names = [*refs, *(sf.label for sf in files)]  # how documents are named in kept_id
+    prefixes = chunk_prefixes(files)
+    counts = step("write", write_file,
+                  per_file(new, lambda f: (cfg, layout, f, files[f - R], offsets, names, prefixes[f - R])))
 
     out = stage.output
     stage.publish(layout.corpus(), CORPUS)
-    write_ledger([layout.ledger_part(i) for i in range(len(files))], out / LEDGER)
-    write_quarantine([layout.table(i) for i in range(len(files))], files, out / QUARANTINE)
-    report = build_report(counts, files=len(files), documents=int(offsets[-1]))
+    write_index_manifest(cfg, layout.index(), {f: sum(c["kept_docs"] for c in table.values())
+                                               for f, table in zip(new, counts)})
+    stage.publish(layout.index(), INDEX)
+    write_ledger([layout.ledger_part(f) for f in new], out / LEDGER)
+    write_quarantine([layout.table(f) for f in new], files, out / QUARANTINE)
+    report = build_report(counts, files=len(files), documents=int(offsets[-1] - offsets[R]))
     write_json(out / REPORT, report)
     print(format_table(report["sources"]))
     if candidates:
@@ -89,8 +109,7 @@ def _run_steps(cfg: DedupStageConfig, stage: Stage, runner: TaskRunner, layout: 
     manifest = {
         "stage": "dedup",
         "input": str(cfg.input),
-        "outputs": {"corpus": CORPUS, "ledger": LEDGER, "report": REPORT,
-                    "quarantine": QUARANTINE},
+        "outputs": {"corpus": CORPUS, "ledger": LEDGER, "report": REPORT, "quarantine": QUARANTINE, "index": INDEX},
         "config": content_settings(cfg),  # what was computed; the run section (how) changes no output
         "documents": report["documents"],
     }

@@ -17,8 +17,8 @@ from common.atomic import atomic_path
 from pipeline.kernel import file_key
 
 # The stage's published outputs (names under <output>).
-CORPUS, LEDGER, REPORT, QUARANTINE = "corpus", "ledger.parquet", "report.json", "quarantine.jsonl"
-OUTPUTS = (CORPUS, LEDGER, REPORT, QUARANTINE)
+CORPUS, LEDGER, REPORT, QUARANTINE, INDEX = "corpus", "ledger.parquet", "report.json", "quarantine.jsonl", "index"
+OUTPUTS = (CORPUS, LEDGER, REPORT, QUARANTINE, INDEX)
 
 
 def part_key(p: int) -> str:
@@ -47,25 +47,29 @@ def load_npz(path: Path, name: str) -> np.ndarray:
 @dataclass(frozen=True)
 class Layout:
     work: Path  # <output>/_work
+    reference_files: int = 0  # files 0 .. reference_files - 1 come from a reference index
+
+    def _prepared(self, f: int) -> Path:  # what prepare writes, or the reference step for its files
+        return self.work / ("reference" if f < self.reference_files else "prepare")
 
     # 1. prepare: per input file
     def table(self, f: int) -> Path:  # the document table (parquet)
-        return self.work / "prepare" / f"{file_key(f)}.parquet"
+        return self._prepared(f) / f"{file_key(f)}.parquet"
 
     def meta(self, f: int) -> Path:  # status, keep rank and line of every document (npz)
-        return self.work / "prepare" / f"{file_key(f)}.meta.npz"
+        return self._prepared(f) / f"{file_key(f)}.meta.npz"
 
     def hash_rows(self, f: int) -> Path:  # exact-hash rows split by partition (npz)
-        return self.work / "prepare" / f"{file_key(f)}.hash.npz"
+        return self._prepared(f) / f"{file_key(f)}.hash.npz"
 
     def signatures(self, f: int) -> Path:  # MinHash signatures of the file's candidates
-        return self.work / "prepare" / f"{file_key(f)}.sig.npy"
+        return self._prepared(f) / f"{file_key(f)}.sig.npy"
 
     def signature_valid(self, f: int) -> Path:
-        return self.work / "prepare" / f"{file_key(f)}.sigvalid.npy"
+        return self._prepared(f) / f"{file_key(f)}.sigvalid.npy"
 
     def signature_docs(self, f: int) -> Path:  # local document index of each signature row
-        return self.work / "prepare" / f"{file_key(f)}.siglocal.npy"
+        return self._prepared(f) / f"{file_key(f)}.siglocal.npy"
 
     # 2. exact: per partition
     def exact(self, p: int) -> Path:  # edges to each group's representative, non-representatives
@@ -112,6 +116,16 @@ class Layout:
 
     def ledger_part(self, f: int) -> Path:
         return self.work / "write" / "ledger" / f"{file_key(f)}.parquet"
+
+    def index(self) -> Path:  # the index of the kept documents, published as <output>/index
+        return self.work / "write" / INDEX
+
+    def index_part(self, f: int) -> Path:
+        return self.index() / self.index_name(f)
+
+    @staticmethod
+    def index_name(f: int) -> str:
+        return f"{file_key(f)}.npz"
 
     def timings(self) -> Path:
         return self.work / "timings.json"

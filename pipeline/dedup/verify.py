@@ -20,14 +20,17 @@ import pyarrow.parquet as pq
 from common.atomic import atomic_path
 from pipeline.dedup.config import DedupStageConfig
 from pipeline.dedup.layout import Layout, file_of, load_npy, load_npz, save_npy
+from pipeline.dedup.reference import reference_texts
 from pipeline.normalize import clean_text
 from pipeline.shingles import jaccard, shingle_sets
 
 DOCS_PER_CHUNK = 256  # documents whose shingle sets are computed together
 
 
-def shingles_file(cfg: DedupStageConfig, layout: Layout, file_no: int, offsets: np.ndarray) -> dict:
-    """Shingle sets of this file's documents that an undecided pair needs."""
+def shingles_file(cfg: DedupStageConfig, layout: Layout, file_no: int, offsets: np.ndarray,
+                  reference: tuple[str, str] | None = None) -> dict:
+    """Shingle sets of this file's documents that an undecided pair needs; a reference
+    file's (``reference`` = its cleaned corpus and index part) come from that corpus."""
     lo_id, hi_id = offsets[file_no], offsets[file_no + 1]
     needed = []
     for p in range(cfg.run.partitions):
@@ -35,7 +38,11 @@ def shingles_file(cfg: DedupStageConfig, layout: Layout, file_no: int, offsets: 
         needed.append(ids[(ids >= lo_id) & (ids < hi_id)])
     ids = np.unique(np.concatenate(needed)) if needed else np.empty(0, dtype=np.int64)
     bounds = [0]
-    texts = _cleaned_texts(layout.table(file_no), set((ids - lo_id).tolist()))
+    rows = set((ids - lo_id).tolist())
+    if reference is None:
+        texts = _cleaned_texts(layout.table(file_no), rows)
+    else:
+        texts = reference_texts(Path(reference[0]), Path(reference[1]), rows)
     with atomic_path(layout.shingle_hashes(file_no)) as partial, open(partial, "wb") as sink:
         while chunk := list(itertools.islice(texts, DOCS_PER_CHUNK)):
             for unique in shingle_sets(chunk, cfg.minhash.ngram, cfg.minhash.unit):

@@ -1,10 +1,12 @@
 """Step 6, one task per input file: its kept records as cleaned-corpus chunks (the input
-layout, text normalized, everything else unchanged) and its part of the ledger (one row
-per input record: status, reason, cluster and the kept representative)."""
+layout, text normalized, everything else unchanged), its part of the ledger (one row
+per input record: status, reason, cluster and the kept representative) and its part of
+the index a later run can deduplicate against (reference.py)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +16,7 @@ from common.atomic import atomic_path
 from pipeline.corpus_io import ChunkWriter, SourceFile
 from pipeline.dedup.config import DedupStageConfig
 from pipeline.dedup.layout import Layout, file_of, load_npz
+from pipeline.dedup.reference import write_index_part
 from pipeline.dedup.report import add_row
 
 LEDGER_SCHEMA = pa.schema(
@@ -30,13 +33,15 @@ LEDGER_SCHEMA = pa.schema(
 
 
 def write_file(cfg: DedupStageConfig, layout: Layout, file_no: int, sf: SourceFile, offsets: np.ndarray,
-               labels: list[str], prefix: str) -> dict:
-    """Write one file's kept records and ledger part; returns its per-source counts."""
+               names: list[str | Path], prefix: str) -> dict:
+    """Write one file's kept records, ledger part and index part; returns its per-source
+    counts. ``names`` says how to name each file's documents (ids_of)."""
     lo_id = int(offsets[file_no])
     kept, kind = load_npz(layout.clusters(file_no), "kept"), load_npz(layout.clusters(file_no), "kind")
-    lines = _LineLookup(layout, offsets, labels)
+    lines = _IdLookup(layout, offsets, names)
     columns: dict[str, list] = {name: [] for name in LEDGER_SCHEMA.names}
     counts: dict[str, dict[str, int]] = {}
+    written: dict[str, list] = {"local": [], "id": [], "chunk": [], "line": []}
     i = 0
     table = pq.ParquetFile(layout.table(file_no))
     with ChunkWriter(layout.corpus() / sf.folder, prefix=prefix, max_bytes=cfg.run.chunk_bytes) as writer:
@@ -50,7 +55,9 @@ def write_file(cfg: DedupStageConfig, layout: Layout, file_no: int, sf: SourceFi
                         status, reason, kept_id = "kept", None, b["id"][j]
                         record = json.loads(b["record"][j])
                         record["text"] = b["text"][j]
-                        writer.write(record)
+                        chunk, line = writer.write(record)
+                        for key, value in zip(written, (i, b["id"][j], chunk, line)):
+                            written[key].append(value)
                     else:
                         status, reason, kept_id = "duplicate", "exact" if kind[i] == 1 else "near", lines.id_of(cluster)
                 for name, value in zip(LEDGER_SCHEMA.names,
@@ -60,6 +67,8 @@ def write_file(cfg: DedupStageConfig, layout: Layout, file_no: int, sf: SourceFi
                 i += 1
     with atomic_path(layout.ledger_part(file_no)) as tmp:
         pq.write_table(pa.table(columns, schema=LEDGER_SCHEMA), tmp, compression="zstd")
+    chunks = [f"{sf.folder}/{path.name}" for path in writer.files]
+    write_index_part(layout, file_no, written, chunks)
     return counts
 
 
@@ -80,15 +89,19 @@ def chunk_prefixes(files: list[SourceFile]) -> list[str]:
     return [s if taken[(sf.folder, s)] == 1 else sf.name.replace("/", "__").replace(".", "_") for sf, (_, s) in zip(files, stems)]
 
 
-class _LineLookup:
-    """String id of any dense id: '<folder>/<file>:<line>' from the per-file line arrays."""
+class _IdLookup:
+    """String id of any dense id: '<folder>/<file>:<line>' of an input file (its label
+    and the line numbers prepare recorded), or, for a reference file (its index part's
+    path), the id the reference run gave the document."""
 
-    def __init__(self, layout: Layout, offsets: np.ndarray, labels: list[str]):
-        self.layout, self.offsets, self.labels = layout, offsets, labels
-        self._lines: dict[int, np.ndarray] = {}
+    def __init__(self, layout: Layout, offsets: np.ndarray, names: list[str | Path]):
+        self.layout, self.offsets, self.names = layout, offsets, names
+        self._ids: dict[int, np.ndarray] = {}
 
     def id_of(self, dense: int) -> str:
         f = int(file_of(self.offsets, dense))
-        if f not in self._lines:
-            self._lines[f] = load_npz(self.layout.meta(f), "line")
-        return f"{self.labels[f]}:{int(self._lines[f][dense - self.offsets[f]])}"
+        name = self.names[f]
+        if f not in self._ids:
+            self._ids[f] = load_npz(name, "ids") if isinstance(name, Path) else load_npz(self.layout.meta(f), "line")
+        value = self._ids[f][dense - self.offsets[f]]
+        return str(value) if isinstance(name, Path) else f"{name}:{int(value)}"
