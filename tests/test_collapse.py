@@ -8,17 +8,9 @@ import numpy as np
 import pytest
 
 from common.config import load_config
-from train.collapse import (
-    CollapseConfig,
-    Run,
-    adamw_tau,
-    analyse,
-    final_loss,
-    fit_l0,
-    load_run,
-    main,
-    smooth,
-)
+from train.scaling.collapse import CollapseConfig, analyse, main
+from train.scaling.curves import final_loss, fit_l0, smooth
+from train.scaling.runs import Run, adamw_tau, load_run
 
 L0 = 1.8
 

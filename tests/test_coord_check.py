@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
 
 from common.config import load_config
-from train.coord_check import CoordCheckConfig, log_slope, main, real_tokens, verdict
+from tests.test_train_support import EOS, REPO, write_split, write_token_dir
+from train.data import ShardError
+from train.scaling.coord_check import CoordCheckConfig, log_slope, main, real_tokens, verdict
 
-REPO = Path(__file__).resolve().parents[1]
+GPT2_EOS = 50256
 
 
-def write_text_corpus(folder: Path) -> Path:
-    """The project's own documentation and code as SlimPajama-shaped records: real text."""
-    folder.mkdir(parents=True)
-    records = [{"text": p.read_text(encoding="utf-8"), "meta": {"redpajama_set_name": "RedPajamaGithub"}}
-               for p in sorted(REPO.glob("train/*.py")) + sorted(REPO.glob("model/*.py"))]
-    (folder / "chunk-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return folder
+def write_gpt2_token_dir(root):
+    """The project's own code as GPT-2 BPE shards (train split, 256-token rows): real text, real ids."""
+    tokenizer = Tokenizer.from_file(str(REPO / "pipeline" / "assets" / "tokenizer.json"))
+    files = sorted(REPO.glob("train/*.py")) + sorted(REPO.glob("model/*.py"))
+    docs = [tokenizer.encode(p.read_text(encoding="utf-8")).ids for p in files]
+    write_split(root, 256, "train", docs, eos=GPT2_EOS, metadata={"vocab_size": 50257})
+    return root
 
 
 def test_log_slope_measures_power_laws():
@@ -41,31 +43,37 @@ def test_verdict_fails_growth_and_accepts_shrinking_logits():
     assert not verdict({"mup": flat, "sp": flat}, widths, 0.25, "mup", "sp")["ok"]  # a control that is not flagged
 
 
-def test_missing_data_is_a_clear_error(tmp_path):
+def test_missing_shards_are_a_clear_error(tmp_path):
     config = load_config(CoordCheckConfig, "configs/train/coord_check.yaml",
-                         {"data": {"tokens_root": str(tmp_path / "none"), "text_root": str(tmp_path / "none")}})
-    with pytest.raises(FileNotFoundError, match="make corpus"):
+                         {"data": {"tokens_root": str(tmp_path / "none")}})
+    with pytest.raises(ShardError, match=r"no shards .*make tokenize.*data\.tokens_root"):
         real_tokens(config.data, 100)
+    assert main([f"data.tokens_root={tmp_path / 'none'}", f"output={tmp_path / 'out'}", "progress=false"]) == 2
+    assert not (tmp_path / "out" / "coord_check.json").exists()
 
 
 def test_tokens_from_shards_are_exactly_the_number_asked(tmp_path):
-    from tests.test_train_support import EOS, write_token_dir
-
     root = write_token_dir(tmp_path / "tokens", seq_lens=(64,))
     config = load_config(CoordCheckConfig, "configs/train/coord_check.yaml",
                          {"data": {"tokens_root": str(root), "shard_seq_len": 64, "eos_id": EOS}})
     ids = real_tokens(config.data, 100)  # not a whole number of 64-token rows
-    assert ids.shape == (100,)
+    assert ids.shape == (100,) and ids.dtype == np.int64
+    first_rows = real_tokens(config.data, 128)
+    assert np.array_equal(ids, first_rows[:100])  # the first rows, in order
     with pytest.raises(ValueError, match="rows"):
         real_tokens(config.data, 10**9)
+    wrong_eos = load_config(CoordCheckConfig, "configs/train/coord_check.yaml",
+                            {"data": {"tokens_root": str(root), "shard_seq_len": 64, "eos_id": EOS + 1}})
+    with pytest.raises(ShardError, match="eos_id"):
+        real_tokens(wrong_eos.data, 100)
 
 
 @pytest.mark.slow
 def test_coord_check_passes_mup_and_flags_standard_parameterization(tmp_path, capsys):
-    corpus = write_text_corpus(tmp_path / "corpus")
+    tokens = write_gpt2_token_dir(tmp_path / "tokens")
     out = tmp_path / "out"
     rc = main(["widths=[32,64,128]", "head_dim=16", "seeds=[0,1]", "steps=4", "batch_size=2", "seq_len=64",
-               f"data.tokens_root={tmp_path / 'no-shards'}", f"data.text_root={corpus}", f"output={out}",
+               f"data.tokens_root={tokens}", "data.shard_seq_len=256", f"data.eos_id={GPT2_EOS}", f"output={out}",
                "progress=false"])
     report = json.loads((out / "coord_check.json").read_text())
     assert rc == 0, report["slopes"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.early_stop import ReferenceCurve, StopRule, predict_final
+from train.scaling.early_stop import ReferenceCurve, StopRule, predict_final
 
 L0 = 2.0
 

@@ -7,30 +7,14 @@ import json
 import pytest
 
 from common.config import load_config
-from tests.test_train_support import EOS, VOCAB, write_token_dir
-from train.mup_sweep import SweepConfig, main, summarize, trial_order
-
-MICRO_MODEL = f"""\
-vocab_size: {VOCAB}
-n_positions: 1024
-n_embd: 32
-n_layer: 2
-n_head: 2
-activation_function: swiglu
-position_embedding_type: alibi
-initializer_range: 0.073
-mup_base_width: 32
-mup_embeddings_scale: 14.6
-mup_output_alpha: 2.22
-mup_scale_qk_dot_by_d: true
-bos_token_id: {EOS}
-eos_token_id: {EOS}
-"""
+from tests.test_train_support import TINY_MODEL, write_token_dir
+from train.scaling.mup_sweep import main, summarize, trial_order
+from train.scaling.sweep_config import SweepConfig
 
 
 def micro_config(tmp_path, **overrides) -> SweepConfig:
     model = tmp_path / "micro.yaml"
-    model.write_text(MICRO_MODEL)
+    model.write_text(TINY_MODEL)
     base = {"model": str(model), "widths": [16, 32], "head_dim": 8, "lrs": [1e-6, 1e-5, 1e-2, 2e-2],
             "steps": 20, "batch_size": 2, "seq_len": 64, "eval_batches": 2, "workers": 1, "progress": False,
             "data": {"root": str(tmp_path / "tokens"), "shard_seq_len": 256},
@@ -77,7 +61,7 @@ def test_micro_sweep_trains_and_stops_the_hopeless_trial(tmp_path):
         "steps": 20, "batch_size": 2, "seq_len": 64, "eval_batches": 2, "workers": 1, "progress": False,
         "data.root": str(tmp_path / "tokens"), "data.shard_seq_len": 256, "output": str(tmp_path / "sweep"),
         "compare": ["mup"], "early_stop.min_reference": 2, "early_stop.margin": 0.05}.items()]
-    (tmp_path / "micro.yaml").write_text(MICRO_MODEL)
+    (tmp_path / "micro.yaml").write_text(TINY_MODEL)
     assert main(config_args) == 0
     report = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 10_000

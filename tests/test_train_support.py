@@ -29,12 +29,13 @@ def real_documents() -> list[bytes]:
     return docs
 
 
-def pack(docs: list[bytes], seq_len: int) -> tuple[np.ndarray, list[list[int]]]:
+def pack(docs: list[bytes], seq_len: int, eos: int = EOS) -> tuple[np.ndarray, list[list[int]]]:
+    """Documents (bytes, or lists of token ids) end to end, ``eos`` after each, cut into rows."""
     stream, starts = [], []
     for doc in docs:
         starts.append(len(stream))
         stream.extend(doc)
-        stream.append(EOS)
+        stream.append(eos)
     rows = len(stream) // seq_len
     ids = np.array(stream[: rows * seq_len], dtype=np.uint16).reshape(rows, seq_len)
     starts_arr = np.array(starts)
@@ -46,12 +47,12 @@ def pack(docs: list[bytes], seq_len: int) -> tuple[np.ndarray, list[list[int]]]:
 
 
 def write_split(root: Path, seq_len: int, split: str, docs: list[bytes], rows_per_shard: int = 16,
-                metadata: dict | None = None, max_rows: int | None = None) -> int:
-    ids, doc_starts = pack(docs, seq_len)
+                metadata: dict | None = None, max_rows: int | None = None, eos: int = EOS) -> int:
+    ids, doc_starts = pack(docs, seq_len, eos)
     if max_rows is not None:
         ids, doc_starts = ids[:max_rows], doc_starts[:max_rows]
     meta = {"format_version": FORMAT_VERSION, "tokenizer_sha256": TOKENIZER_SHA, "seq_len": seq_len,
-            "eos_id": EOS, "vocab_size": VOCAB, "split": split, "config": "{}"}
+            "eos_id": eos, "vocab_size": VOCAB, "split": split, "config": "{}"}
     meta.update(metadata or {})
     folder = split_dir(root, seq_len, split)
     folder.mkdir(parents=True, exist_ok=True)

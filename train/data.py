@@ -85,6 +85,14 @@ class ShardSet:
             out[i] = self.blocks[b].ids[r]
         return out
 
+    def first_tokens(self, count: int) -> np.ndarray:
+        """The first ``count`` token ids of the split, row after row, as int64."""
+        rows = -(-count // self.seq_len)
+        if rows > self.num_rows:
+            raise ShardError(f"{self.folder} holds {self.num_rows} rows of {self.seq_len} tokens; "
+                             f"{count} tokens need {rows} rows")
+        return self.tokens(np.arange(rows)).reshape(-1)[:count]
+
     def segment_ids(self, rows: np.ndarray) -> np.ndarray:
         """Per-token document index within each row (attention stays inside a document)."""
         out = np.zeros((len(rows), self.seq_len), dtype=np.int64)
@@ -239,3 +247,30 @@ class TrainBatches:
             seg = torch.from_numpy(self.shards.segment_ids(chunk)) if self.with_segments else None
             batches.append(MicroBatch(ids, seg))
         return batches
+
+
+class PieceBatches:
+    """Batches of fixed-length pieces cut from shard rows, in one seeded order.
+
+    Short-sequence experiments (the learning-rate sweep) read every piece of a longer
+    row; the order depends only on ``seed``, so every trial sees the same batches.
+    """
+
+    def __init__(self, shards: ShardSet, seq_len: int, seed: int):
+        if shards.seq_len % seq_len:
+            raise ValueError(f"seq_len {seq_len} does not divide the shards' row length {shards.seq_len}")
+        self.shards = shards
+        self.seq_len = seq_len
+        self.per_row = shards.seq_len // seq_len
+        self.order = np.random.default_rng(seed).permutation(len(shards) * self.per_row)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def batch(self, start: int, size: int) -> torch.Tensor:
+        """Pieces at positions [start, start + size) of the order (wrapping), as int64 [size, seq_len]."""
+        idx = self.order[np.arange(start, start + size) % len(self.order)]
+        rows, pieces = np.divmod(idx, self.per_row)
+        tokens = self.shards.tokens(rows)
+        out = np.stack([tokens[i, p * self.seq_len:(p + 1) * self.seq_len] for i, p in enumerate(pieces)])
+        return torch.from_numpy(out.astype(np.int64))

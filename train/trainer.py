@@ -5,7 +5,6 @@ metrics live in their own modules; this one only wires them together."""
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from contextlib import nullcontext
@@ -24,6 +23,7 @@ from train.data import PhaseStream, TrainBatches, open_shard_sets
 from train.distributed import DistEnv, barrier, mean_across
 from train.metrics import MetricsLog
 from train.schedule import lr_multiplier, phase_at, plan_phases
+from train.step import LRSchedule, optimizer_step
 
 
 class NonFiniteError(RuntimeError):
@@ -155,11 +155,8 @@ class Trainer:
 
     def set_lr(self, step: int) -> float:
         c = self.config
-        tokens = (step + 1) * c.tokens_per_batch
-        mult = lr_multiplier(tokens, c.warmup_tokens, c.total_tokens, c.decay_to, c.schedule)
-        for group, scale in zip(self.optimizer.param_groups, self.lr_scales):
-            group["lr"] = c.lr * scale * mult
-        return c.lr * mult
+        schedule = LRSchedule(c.lr, c.tokens_per_batch, c.warmup_tokens, c.total_tokens, c.decay_to, c.schedule)
+        return schedule.apply(self.optimizer, self.lr_scales, step)
 
     def train_step(self) -> dict[str, Any]:
         plan = phase_at(self.plans, self.step)
@@ -168,28 +165,16 @@ class Trainer:
         micro = self.batches[plan.index].step(position)
         data_s = time.perf_counter() - t0
         lr = self.set_lr(self.step)
-        loss_sum = torch.zeros((), dtype=torch.float32, device=self.env.device)
-        for i, mb in enumerate(micro):
-            ids = mb.input_ids.to(self.env.device, non_blocking=True)
-            seg = mb.segment_ids.to(self.env.device, non_blocking=True) if mb.segment_ids is not None else None
-            last = i == len(micro) - 1
-            sync = nullcontext() if last or not self.env.enabled else parallel.no_sync(self.wrapped, self.model, self.fsdp)
-            with sync:
-                with self.autocast():
-                    loss = self.wrapped(ids, labels=ids, segment_ids=seg, return_logits=False).loss / len(micro)
-                loss.backward()
-            loss_sum += loss.detach().float()
-        loss_value = float(mean_across(self.env, loss_sum))
-        max_norm = self.config.clip if self.config.clip > 0 else float("inf")
-        grad_norm = parallel.to_float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
-        finite = math.isfinite(loss_value) and math.isfinite(grad_norm)
+        no_sync = (lambda: parallel.no_sync(self.wrapped, self.model, self.fsdp)) if self.env.enabled else None
+        result = optimizer_step(self.model, self.optimizer, micro, self.config.clip, wrapped=self.wrapped,
+                                device=self.env.device, autocast=self.autocast, no_sync=no_sync,
+                                reduce_loss=lambda loss: mean_across(self.env, loss))
+        loss_value, grad_norm, finite = result.loss, result.grad_norm, result.finite
         if finite:
-            self.optimizer.step()
             self.bad_in_row = 0
         else:
             self.bad_in_row += 1
             self.skipped += 1
-        self.optimizer.zero_grad(set_to_none=True)
         if self.env.device.type == "cuda":
             torch.cuda.synchronize()
         step_s = time.perf_counter() - t0

@@ -1,6 +1,6 @@
 """`make coord-check`: does the parameterization keep activations width-independent?
 
-    python -m train.coord_check [--config configs/train/coord_check.yaml] [key=value ...]
+    python -m train.scaling.coord_check [--config configs/train/coord_check.yaml] [key=value ...]
 
 For every width, parameterization (muP and standard) and seed, trains a short BTLM a
 few steps at a large constant learning rate and records the mean |activation| of the
@@ -8,14 +8,14 @@ embeddings, each attention and MLP output and the logits at every step. Under mu
 curves stay flat across width; under standard parameterization they grow. The verdict
 is the slope of log(mean |activation|) against log(width): muP passes when every slope
 stays below the tolerance, and standard parameterization is flagged when one exceeds it.
+Each update is the trainer's own optimizer step (train/step.py), on the first tokens of
+the token shards (`make coord-check` builds them first, as `make pretrain` does).
 
 Writes <output>/coord_check.json and <output>/coord_check.png.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -24,9 +24,17 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from common.config import stage_cli, to_dict
+from common.atomic import write_json
+from common.config import to_dict
+from model import BTLMLMHeadModel
 from model.hardware import flush_denormals
+from train.data import MicroBatch, ShardError, ShardSet, expected_metadata
+from train.scaling.cli import experiment_main
+from train.scaling.figures import plot_coord_check
+from train.scaling.widths import width_config
+from train.step import group_lr_scales, optimizer_step, set_group_lrs
 
 DEFAULT_CONFIG = "configs/train/coord_check.yaml"
 LAYER_TYPES = ("embedding", "attn_out", "mlp_out", "logits")
@@ -34,11 +42,9 @@ LAYER_TYPES = ("embedding", "attn_out", "mlp_out", "logits")
 
 @dataclass
 class TokenSource:
-    tokens_root: str  # packed shards (`make tokenize` output); used when present
+    tokens_root: str  # packed shards (`make tokenize` output)
     shard_seq_len: int  # which seq<L> folder of the shards to read
     split: str
-    text_root: str  # else: SlimPajama-shaped *.jsonl[.zst] records, tokenised here
-    tokenizer: str  # tokenizer.json for the text fallback
     eos_id: int
 
 
@@ -64,76 +70,14 @@ class CoordCheckConfig:
     progress: bool = True
 
 
-# --- model configs ------------------------------------------------------------------------
-
-
-def width_config(base_model: str, width: int, head_dim: int, n_layer: int, n_inner_ratio: float,
-                 overrides: dict[str, Any]):
-    """The base model YAML at ``width`` with a parameterization's overrides applied.
-
-    muP keeps the base file's mup_base_width, so mup_width_scale = base / width follows
-    the width; standard parameterization sets every multiplier to 1 (see the YAML).
-    """
-    from model import BTLMConfig
-
-    if width % head_dim:
-        raise ValueError(f"width {width} is not a multiple of head_dim {head_dim}")
-    shape = {"n_embd": width, "n_head": width // head_dim, "n_layer": n_layer,
-             "n_inner": max(int(width * n_inner_ratio), 1)}
-    return BTLMConfig.from_yaml(base_model, {**shape, **overrides})
-
-
-# --- real tokens ----------------------------------------------------------------------------
-
-
-def _read_records(path: Path):
-    opener = path.open("rb")
-    if path.name.endswith(".zst"):
-        import zstandard
-
-        stream = io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(opener), encoding="utf-8")
-    else:
-        stream = io.TextIOWrapper(opener, encoding="utf-8")
-    with stream:
-        for line_no, line in enumerate(stream, 1):
-            if not line.strip():
-                continue
-            try:
-                text = json.loads(line)["text"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path}:{line_no}: not a record with a 'text' field ({exc})") from None
-            yield text
-
-
 def real_tokens(source: TokenSource, num_tokens: int) -> np.ndarray:
-    """Exactly ``num_tokens`` real token ids: from the shards when built, else tokenised text."""
-    shard_dir = Path(source.tokens_root) / f"seq{source.shard_seq_len}" / source.split
-    if shard_dir.is_dir() and any(shard_dir.glob("shard-*.arrow")):
-        from train.data import ShardSet, expected_metadata
-
+    """The first ``num_tokens`` token ids of the configured shards."""
+    try:
         shards = ShardSet(source.tokens_root, source.shard_seq_len, source.split,
                           expected_metadata(source.eos_id, None))
-        rows = math.ceil(num_tokens / source.shard_seq_len)
-        if rows > len(shards):
-            raise ValueError(f"{shard_dir} holds {len(shards)} rows; the check needs {rows}")
-        return shards.tokens(np.arange(rows)).reshape(-1)[:num_tokens]
-    files = sorted(p for p in Path(source.text_root).rglob("*") if p.name.endswith((".jsonl", ".jsonl.zst")))
-    if not files:
-        raise FileNotFoundError(
-            f"no token shards in {shard_dir} and no *.jsonl[.zst] text under {source.text_root}: "
-            "run `make corpus` (or `make tokenize`) first, or set data.text_root"
-        )
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(source.tokenizer)
-    ids: list[int] = []
-    for path in files:
-        for text in _read_records(path):
-            ids.extend(tokenizer.encode(text).ids)
-            ids.append(source.eos_id)
-            if len(ids) >= num_tokens:
-                return np.asarray(ids[:num_tokens], dtype=np.int64)
-    raise ValueError(f"text under {source.text_root} gives {len(ids)} tokens; the check needs {num_tokens}")
+    except ShardError as exc:
+        raise ShardError(f"{exc} (for the coordinate check: data.tokens_root, data.shard_seq_len)") from None
+    return shards.first_tokens(num_tokens)
 
 
 # --- one measurement --------------------------------------------------------------------------
@@ -148,22 +92,23 @@ def measure(model_config, batches: torch.Tensor, lr: float, seed: int) -> dict[s
 
     Hidden layers of one type are averaged. The embedding includes mup_embeddings_scale
     and the logits the output multiplier: what the blocks and the loss actually see.
+    Every forward pass is the one of an optimizer step (no clipping, constant lr).
     """
-    from model import BTLMLMHeadModel
-
     torch.manual_seed(seed)
     model = BTLMLMHeadModel(model_config)
     model.train()
     optimizer = torch.optim.AdamW(model.get_mup_param_groups(lr, 0.0), lr=lr, betas=(0.9, 0.95), eps=1e-8)
+    set_group_lrs(optimizer, group_lr_scales(optimizer), lr, 1.0)
     seen: dict[str, list[float]] = {}
 
     def record(kind: str, scale: float = 1.0):
         def hook(_module, _inputs, output):
-            out = output[0] if isinstance(output, tuple) else output
+            out = output.logits if kind == "logits" else output[0] if isinstance(output, tuple) else output
             seen.setdefault(kind, []).append(_mean_abs(out) * scale)
         return hook
 
-    handles = [model.transformer.wte.register_forward_hook(record("embedding", model_config.mup_embeddings_scale))]
+    handles = [model.transformer.wte.register_forward_hook(record("embedding", model_config.mup_embeddings_scale)),
+               model.register_forward_hook(record("logits"))]
     for block in model.transformer.h:
         handles.append(block.attn.register_forward_hook(record("attn_out")))
         handles.append(block.mlp.register_forward_hook(record("mlp_out")))
@@ -171,13 +116,9 @@ def measure(model_config, batches: torch.Tensor, lr: float, seed: int) -> dict[s
     try:
         for ids in batches:
             seen.clear()
-            out = model(ids, labels=ids)
-            for kind in ("embedding", "attn_out", "mlp_out"):
+            optimizer_step(model, optimizer, [MicroBatch(ids, None)], clip=0.0, return_logits=True)
+            for kind in LAYER_TYPES:
                 curves[kind].append(float(np.mean(seen[kind])))
-            curves["logits"].append(_mean_abs(out.logits))
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
     finally:
         for h in handles:
             h.remove()
@@ -222,55 +163,6 @@ def verdict(means: dict[str, dict[str, dict[int, list[float]]]], widths: Sequenc
             "passed": passed, "control_flagged": flagged, "ok": passed and flagged}
 
 
-# --- figure ------------------------------------------------------------------------------------------
-
-
-def plot(means, widths, verdict_: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(means)
-    fig, axes = plt.subplots(len(names), len(LAYER_TYPES), figsize=(3.2 * len(LAYER_TYPES), 2.8 * len(names)),
-                             squeeze=False, sharex=True)
-    for r, name in enumerate(names):
-        for c, kind in enumerate(LAYER_TYPES):
-            ax = axes[r][c]
-            by_width = means[name][kind]
-            steps = len(by_width[widths[0]])
-            colors = plt.cm.viridis(np.linspace(0, 0.9, steps))
-            for s in range(steps):
-                ax.plot(widths, [by_width[w][s] for w in widths], marker="o", ms=3, lw=1, color=colors[s],
-                        label=f"step {s}")
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            _at_least_decade_span(ax, [v for w in widths for v in by_width[w]])
-            worst = max(verdict_["slopes"][name][kind])
-            ax.set_title(f"{name}: {kind}\nmax slope {worst:+.2f}", fontsize=9)
-            ax.grid(alpha=0.3, which="both")
-            if r == len(names) - 1:
-                ax.set_xlabel("width")
-            if c == 0:
-                ax.set_ylabel("mean |activation|")
-    axes[0][0].legend(fontsize=7)
-    status = "PASS" if verdict_["ok"] else "FAIL"
-    fig.suptitle(f"coordinate check ({status}: tolerance {verdict_['tolerance']} on the log-log slope)", fontsize=11)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _at_least_decade_span(ax, values: list[float], span: float = 10.0) -> None:
-    """Show at least a factor ``span`` on the y axis, so noise on a flat curve looks flat."""
-    lo, hi = min(values), max(values)
-    if lo > 0 and hi / lo < span:
-        mid = math.sqrt(lo * hi)
-        ax.set_ylim(mid / math.sqrt(span), mid * math.sqrt(span))
-
-
 # --- the command -------------------------------------------------------------------------------------
 
 
@@ -289,8 +181,6 @@ def run(config: CoordCheckConfig) -> dict[str, Any]:
     batches = ids.view(config.steps, config.batch_size, config.seq_len)
     means: dict[str, dict[str, dict[int, list[float]]]] = {}
     jobs = [(n, w, s) for n in config.parameterizations for w in widths for s in config.seeds]
-    from tqdm import tqdm
-
     raw: dict[tuple[str, int], list[dict[str, list[float]]]] = {}
     for name, width, seed in tqdm(jobs, desc="coord-check", disable=not config.progress, unit="run"):
         mc = width_config(config.model, width, config.head_dim, config.n_layer, config.n_inner_ratio,
@@ -307,10 +197,8 @@ def run(config: CoordCheckConfig) -> dict[str, Any]:
               "mean_abs_activation": {n: {k: {str(w): v for w, v in bw.items()} for k, bw in bt.items()}
                                       for n, bt in means.items()},
               **result}
-    png = plot(means, widths, result, out / "coord_check.png")
-    tmp = out / "coord_check.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1), encoding="utf-8")
-    tmp.replace(out / "coord_check.json")
+    png = plot_coord_check(means, widths, LAYER_TYPES, result, out / "coord_check.png")
+    write_json(out / "coord_check.json", report, sort_keys=False)
     report["png"] = str(png)
     return report
 
@@ -330,14 +218,8 @@ def print_summary(report: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config, _ = stage_cli(CoordCheckConfig, __doc__.splitlines()[0], DEFAULT_CONFIG, argv, prog="train.coord_check")
-    try:
-        report = run(config)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"train.coord_check: error: {exc}", file=sys.stderr)
-        return 2
-    print_summary(report)
-    return 0 if report["ok"] else 1
+    return experiment_main(CoordCheckConfig, __doc__, DEFAULT_CONFIG, argv, "train.scaling.coord_check", run,
+                           print_summary, exit_code=lambda report: 0 if report["ok"] else 1)
 
 
 if __name__ == "__main__":

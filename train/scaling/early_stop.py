@@ -49,7 +49,7 @@ class ReferenceCurve:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "ReferenceCurve":
-        """Read a reference written by ``python -m train.collapse`` (its "reference" entry) or alone."""
+        """Read a reference written by ``python -m train.scaling.collapse`` (its "reference" entry) or alone."""
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
