@@ -26,6 +26,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from common.atomic import write_bytes
+
 RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 RANKS_MEMBER = "whisper/assets/gpt2.tiktoken"
 EOS_TOKEN = "<|endoftext|>"
@@ -177,10 +179,7 @@ def build(source: Path | None, output: Path) -> str:
         data = read_ranks_bytes(source)
     ranks = parse_ranks(data, str(source))
     payload = render(tokenizer_document(ranks))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".tmp")
-    partial.write_bytes(payload)
-    partial.replace(output)
+    write_bytes(output, payload)
     return hashlib.sha256(payload).hexdigest()
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.dedup.config import DedupStageConfig, band_layout
-from pipeline.dedup.layout import Layout, file_of, load_npy, load_npz, part_key, save_npz
+from pipeline.dedup.layout import Layout, NpyRows, file_of, load_npy, load_npz, part_key, save_npz
 from pipeline.lsh import band_keys, bucket_pairs
 from pipeline.minhash import estimate_jaccard
 
@@ -39,17 +39,26 @@ def bands_file(cfg: DedupStageConfig, layout: Layout, file_no: int, offsets: np.
 
 
 class SignatureStore:
-    """Random access to the signatures of any document, memory-mapped per file."""
+    """Signatures of any documents, read row by row from the files that hold them (so a
+    task holds the rows it asked for, not the pages of every file it touched)."""
 
     def __init__(self, layout: Layout, offsets: np.ndarray):
         self.layout = layout
         self.offsets = offsets
-        self._files: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._files: dict[int, tuple[np.ndarray, NpyRows]] = {}
 
-    def _file(self, file_no: int) -> tuple[np.ndarray, np.ndarray]:
+    def __enter__(self) -> "SignatureStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for _, reader in self._files.values():
+            reader.close()
+        self._files.clear()
+
+    def _file(self, file_no: int) -> tuple[np.ndarray, NpyRows]:
         if file_no not in self._files:
             dense = load_npy(self.layout.signature_docs(file_no)) + self.offsets[file_no]
-            self._files[file_no] = (dense, load_npy(self.layout.signatures(file_no), mmap=True))
+            self._files[file_no] = (dense, NpyRows(self.layout.signatures(file_no)))
         return self._files[file_no]
 
     def get(self, dense: np.ndarray, num_perm: int) -> np.ndarray:
@@ -57,10 +66,8 @@ class SignatureStore:
         files = file_of(self.offsets, dense)
         for f in np.unique(files):
             sel = np.nonzero(files == f)[0]
-            ids, sig = self._file(int(f))
-            rows = np.searchsorted(ids, dense[sel])
-            order = np.argsort(rows)
-            out[sel[order]] = sig[rows[order]]
+            ids, reader = self._file(int(f))
+            out[sel] = reader.rows(np.searchsorted(ids, dense[sel]))
         return out
 
 
@@ -72,7 +79,8 @@ def lsh_partition(cfg: DedupStageConfig, layout: Layout, p: int, offsets: np.nda
     edges = pairs
     unsure = np.empty((0, 2), dtype=np.int64)
     if cfg.lsh.verify != "none" and len(pairs):
-        estimate = signature_estimates(SignatureStore(layout, offsets), pairs, cfg.minhash.num_perm)
+        with SignatureStore(layout, offsets) as store:
+            estimate = signature_estimates(store, pairs, cfg.minhash.num_perm)
         if cfg.lsh.verify == "estimate":
             keep = estimate >= cfg.lsh.verify_threshold
         else:  # exact: decisive estimates decide now, the rest waits for the exact check

@@ -3,8 +3,9 @@ defaults equal that file, which a test checks) and the small rules derived from 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from common.config import to_dict
 from pipeline.filters import FilterConfig
@@ -57,14 +58,16 @@ class DuplicatesConfig:
 
 @dataclass(kw_only=True)
 class DedupRunConfig(RunConfig):
-    partitions: int = 16  # hash partitions of the exact and LSH shuffles
+    # Hash partitions of the shuffles (exact, LSH, components); auto = one per
+    # PARTITION_INPUT_BYTES of input files, at least 16: a task's memory stays flat as the corpus grows.
+    partitions: Union[int, Literal["auto"]] = "auto"
     batch_docs: int = 512  # documents per signature batch
     chunk_bytes: int = 67108864  # uncompressed bytes per output .jsonl.zst chunk
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.partitions < 1:
-            raise ValueError("run.partitions must be at least 1")
+        if self.partitions != "auto" and self.partitions < 1:
+            raise ValueError("run.partitions must be at least 1 (or auto)")
 
 
 @dataclass
@@ -82,6 +85,18 @@ class DedupStageConfig:
     def __post_init__(self) -> None:
         if self.lsh.bands is not None and self.lsh.rows is not None and self.lsh.bands * self.lsh.rows > self.minhash.num_perm:
             raise ValueError(f"lsh.bands x lsh.rows = {self.lsh.bands * self.lsh.rows} exceeds minhash.num_perm = {self.minhash.num_perm}")
+
+
+PARTITION_INPUT_BYTES = 64 << 20
+MIN_PARTITIONS = 16
+
+
+def with_partitions(cfg: DedupStageConfig, input_bytes: int) -> DedupStageConfig:
+    """``cfg`` with ``run.partitions`` resolved to a number (``auto``: from the input size)."""
+    if cfg.run.partitions != "auto":
+        return cfg
+    partitions = max(MIN_PARTITIONS, -(-input_bytes // PARTITION_INPUT_BYTES))
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, partitions=partitions))
 
 
 def band_layout(cfg: DedupStageConfig) -> tuple[int, int]:

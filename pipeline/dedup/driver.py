@@ -14,11 +14,13 @@ import time
 from functools import partial
 from pathlib import Path
 
+import numpy as np
+
 from common.atomic import write_json
 from pipeline.corpus_io import SourceFile, list_source_files
 from pipeline.dedup.candidates import bands_file, lsh_partition
 from pipeline.dedup.clusters import run_components
-from pipeline.dedup.config import DedupStageConfig, band_layout, content_settings, work_settings
+from pipeline.dedup.config import DedupStageConfig, band_layout, content_settings, with_partitions, work_settings
 from pipeline.dedup.exact import exact_partition
 from pipeline.dedup.layout import CORPUS, INDEX, LEDGER, OUTPUTS, QUARANTINE, REPORT, Layout, part_key
 from pipeline.dedup.prepare import file_offsets, prepare_file
@@ -37,6 +39,7 @@ def run_dedup(cfg: DedupStageConfig, stop_after: str | None = None) -> dict:
         raise FileNotFoundError(f"no corpus files (.jsonl, .jsonl.zst, .parquet) under {cfg.input}")
     reference = open_reference(cfg) if cfg.reference else None
     inputs = [file_fingerprint(sf.path, sf.label) for sf in files]
+    cfg = with_partitions(cfg, sum(i["size"] for i in inputs))
     if reference is not None:
         inputs.append({"reference": str(reference.folder), "index": digest(reference.manifest)})
     stage = Stage("dedup", cfg.output, work_settings(cfg), inputs, OUTPUTS)
@@ -47,19 +50,21 @@ def run_dedup(cfg: DedupStageConfig, stop_after: str | None = None) -> dict:
     stage.begin()
     runner = TaskRunner.from_config(stage, cfg.run, stop_after)
     started, cpu_started = time.time(), time.process_time()
+    layout = Layout(stage.work, len(reference.parts) if reference is not None else 0)
     try:
-        refs = len(reference.parts) if reference is not None else 0
-        report = _run_steps(cfg, stage, runner, Layout(stage.work, refs), files, inputs, reference)
+        counts, offsets, candidates = _run_steps(cfg, runner, layout, files, inputs, reference)
     except StopAfter:
         return {}
+    report = _write_outputs(cfg, stage, layout, files, counts, offsets, candidates)
     _print_timing(runner, report, stage, started, cpu_started)
     return report
 
 
-def _run_steps(cfg: DedupStageConfig, stage: Stage, runner: TaskRunner, layout: Layout, files: list[SourceFile],
-               inputs: list[dict], reference: ReferenceIndex | None) -> dict:
-    """The steps in order. File numbers: the reference's index parts first (none without
-    a reference), then the input files; ``new`` are the input files' numbers."""
+def _run_steps(cfg: DedupStageConfig, runner: TaskRunner, layout: Layout, files: list[SourceFile],
+               inputs: list[dict], reference: ReferenceIndex | None) -> tuple[list[dict], np.ndarray, tuple[int, int]]:
+    """The steps in order; returns the write step's counts per input file, the file
+    offsets and (candidate pairs, verified pairs). File numbers: the reference's index
+    parts first (none without a reference), then the input files (``new``)."""
     step = partial(runner.run, settings=work_settings(cfg))
     refs = reference.parts if reference is not None else []
     R, new = len(refs), range(len(refs), len(refs) + len(files))
@@ -91,8 +96,14 @@ def _run_steps(cfg: DedupStageConfig, stage: Stage, runner: TaskRunner, layout: 
     prefixes = chunk_prefixes(files)
     counts = step("write", write_file,
                   per_file(new, lambda f: (cfg, layout, f, files[f - R], offsets, names, prefixes[f - R])))
+    return counts, offsets, (sum(r["candidates"] for r in candidates), sum(r["edges"] for r in verified))
 
-    out = stage.output
+
+def _write_outputs(cfg: DedupStageConfig, stage: Stage, layout: Layout, files: list[SourceFile], counts: list[dict],
+                   offsets: np.ndarray, candidates: tuple[int, int]) -> dict:
+    """Publish the corpus and index, join the ledger, write quarantine, report and, last, the manifest."""
+    out, R = stage.output, layout.reference_files
+    new = range(R, R + len(files))
     stage.publish(layout.corpus(), CORPUS)
     write_index_manifest(cfg, layout.index(), {f: sum(c["kept_docs"] for c in table.values())
                                                for f, table in zip(new, counts)})
@@ -102,10 +113,10 @@ def _run_steps(cfg: DedupStageConfig, stage: Stage, runner: TaskRunner, layout: 
     report = build_report(counts, files=len(files), documents=int(offsets[-1] - offsets[R]))
     write_json(out / REPORT, report)
     print(format_table(report["sources"]))
-    if candidates:
+    if cfg.duplicates.near:
         bands, rows = band_layout(cfg)
-        print(f"dedup: LSH {bands} bands x {rows} rows: {sum(r['candidates'] for r in candidates):,} candidate pairs, "
-              f"{sum(r['edges'] for r in verified):,} verified", file=sys.stderr)
+        print(f"dedup: LSH {bands} bands x {rows} rows: {candidates[0]:,} candidate pairs, {candidates[1]:,} verified",
+              file=sys.stderr)
     manifest = {
         "stage": "dedup",
         "input": str(cfg.input),

@@ -8,6 +8,7 @@ dense id of file i.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,41 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
+
+
+class NpyRows:
+    """Rows of a 2-D .npy file read with positioned reads, never memory-mapped: a task
+    that gathers a few rows from many files holds those rows, not every page it touched
+    (a mapped file's pages would stay in the task's resident memory)."""
+
+    def __init__(self, path: Path):
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = header(fh)
+            self.offset = fh.tell()
+        if fortran or len(shape) != 2:
+            raise ValueError(f"{path}: expected a C-ordered 2-D array, got shape {shape}")
+        self.shape, self.dtype = shape, np.dtype(dtype)
+        self.row_bytes = shape[1] * self.dtype.itemsize
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        """Rows ``index`` (any order), read run by run of consecutive rows."""
+        out = np.empty((len(index), self.shape[1]), dtype=self.dtype)
+        order = np.argsort(index, kind="stable")
+        wanted = index[order]
+        breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
+        for run in np.split(np.arange(len(wanted)), breaks):
+            if len(run) == 0:
+                continue
+            first, count = int(wanted[run[0]]), len(run)
+            data = os.pread(self.fd, count * self.row_bytes, self.offset + first * self.row_bytes)
+            out[order[run]] = np.frombuffer(data, dtype=self.dtype).reshape(count, self.shape[1])
+        return out
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def load_npz(path: Path, name: str) -> np.ndarray:

@@ -93,7 +93,9 @@ class Stage:
         Idempotent: when an earlier attempt already moved it, there is nothing to do.
         """
         target = self.output / name
-        if not source.exists() and target.exists():
+        if not source.exists():
+            if not target.exists():  # the step wrote nothing to publish: an empty output
+                target.mkdir(parents=True)
             return target
         sweep_temporaries(source)
         remove_path(target)
