@@ -12,7 +12,8 @@ sources, then runs ``python -m pipeline.dedup`` in a subprocess and samples, eve
 0.2 s, the memory of every process of the run (driver + Ray's processes). Prints, and
 with several sizes tabulates: wall seconds per GB, per step, peak memory (PSS) of the
 largest single process and of all processes together, peak driver RSS. The generated
-corpus and the dedup output of a size are deleted after its run unless ``--keep``.
+corpus is generated once, for the largest size; a smaller size runs on its first files
+(linked). Each size's dedup output is deleted after its run unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def tree_memory(pid: int) -> dict[str, int]:
     """
     import psutil
 
-    out = {"driver_rss": 0, "rss": 0, "pss": 0, "uss": 0, "largest_pss": 0}
+    out = {"driver_rss": 0, "rss": 0, "pss": 0, "uss": 0, "largest_pss": 0, "largest": ""}
     try:
         root = psutil.Process(pid)
         procs = [root] + root.children(recursive=True)
@@ -100,22 +101,53 @@ def tree_memory(pid: int) -> dict[str, int]:
             continue
         out["rss"] += info.rss
         out["pss"] += getattr(info, "pss", info.rss)
-        out["largest_pss"] = max(out["largest_pss"], getattr(info, "pss", info.rss))
+        if getattr(info, "pss", info.rss) > out["largest_pss"]:
+            out["largest_pss"] = getattr(info, "pss", info.rss)
+            out["largest"] = " ".join(p.cmdline())[:60].strip()  # a Ray worker's title names its task
         out["uss"] += info.uss
         if p.pid == pid:
             out["driver_rss"] = info.rss
     return out
 
 
+def corpus_of(args, docs: int) -> Path:
+    """A corpus of ``docs`` documents: the first files of one corpus generated for the
+    largest size (files of 10,000 documents; a planted copy only copies an earlier
+    document), linked into a folder of its own."""
+    out = Path(args.out)
+    tag = "" if (args.exact, args.near) == (0.02, 0.03) else f"-e{args.exact}-n{args.near}"
+    full = out / f"corpus-{max(args.docs)}{tag}"
+    if not (full / "DONE").exists():
+        t = time.time()
+        nbytes = generate(full, max(args.docs), args.doc_bytes, args.corpus, args.seed, args.exact, args.near)
+        (full / "DONE").write_text(str(nbytes))
+        print(f"generated {max(args.docs):,} documents, {nbytes / 1e9:.2f} GB in {time.time() - t:.0f} s", flush=True)
+    if docs == max(args.docs):
+        return full
+    corpus = out / f"corpus-{docs}{tag}-of-{max(args.docs)}"
+    if not (corpus / "DONE").exists():
+        shutil.rmtree(corpus, ignore_errors=True)
+        nbytes = 0
+        for path in sorted(full.glob("src*/chunk-*.jsonl.zst")):
+            if int(path.stem.split("-")[1].split(".")[0]) * 10_000 < docs:
+                (corpus / path.parent.name).mkdir(parents=True, exist_ok=True)
+                (corpus / path.parent.name / path.name).symlink_to(path)
+                nbytes += text_bytes(path)
+        (corpus / "DONE").write_text(str(nbytes))
+    return corpus
+
+
+def text_bytes(path: Path) -> int:
+    import zstandard
+
+    data = zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes())
+    return sum(len(json.loads(line)["text"].encode()) for line in data.splitlines() if line)
+
+
 def run_size(args, docs: int) -> dict:
     out = Path(args.out)
     name = f"{docs}" if (args.exact, args.near) == (0.02, 0.03) else f"{docs}-e{args.exact}-n{args.near}"
-    corpus = out / f"corpus-{name}"
-    if not (corpus / "DONE").exists():
-        t = time.time()
-        nbytes = generate(corpus, docs, args.doc_bytes, args.corpus, args.seed, args.exact, args.near)
-        (corpus / "DONE").write_text(str(nbytes))
-        print(f"generated {docs:,} documents, {nbytes / 1e9:.2f} GB in {time.time() - t:.0f} s", flush=True)
+    corpus = corpus_of(args, docs)
     nbytes = int((corpus / "DONE").read_text())
     result_dir = out / f"dedup-{name}"
     shutil.rmtree(result_dir, ignore_errors=True)
@@ -123,10 +155,14 @@ def run_size(args, docs: int) -> dict:
            f"run.num_cpus={args.num_cpus}", "run.progress=false", *args.override]
     start = time.time()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = {"driver_rss": 0, "rss": 0, "pss": 0, "uss": 0, "largest_pss": 0}
+    peak = {"driver_rss": 0, "rss": 0, "pss": 0, "uss": 0, "largest_pss": 0, "largest": ""}
     while proc.poll() is None:
-        for key, value in tree_memory(proc.pid).items():
-            peak[key] = max(peak[key], value)
+        now = tree_memory(proc.pid)
+        if now["largest_pss"] > peak["largest_pss"]:
+            peak["largest"] = now["largest"]
+        for key, value in now.items():
+            if key != "largest":
+                peak[key] = max(peak[key], value)
         time.sleep(0.2)
     wall = time.time() - start
     output = proc.stdout.read()
@@ -146,12 +182,14 @@ def run_size(args, docs: int) -> dict:
         "candidate_pairs": int(pairs.group(1).replace(",", "")) if pairs else None,
         "gb": round(gb, 3),
         "wall_s": round(wall, 1),
-        "s_per_gb": round(wall / gb, 1),
+        "s_per_gb": round(wall / gb, 1),  # the whole job, Ray's start-up included
+        "steps_s_per_gb": round(sum(steps.values()), 1),  # the work: every step's wall time
         "step_s_per_gb": {k: round(v, 2) for k, v in steps.items()},
         "mb_per_s": round(nbytes / 1e6 / wall, 2),
         "mb_per_cpu_s": round(nbytes / 1e6 / timings["cpu_seconds"], 2) if timings else None,
         "peak_driver_rss_mb": round(peak["driver_rss"] / 1e6, 1),
         "peak_largest_process_pss_mb": round(peak["largest_pss"] / 1e6, 1),
+        "largest_process": peak["largest"],
         "peak_total_rss_mb": round(peak["rss"] / 1e6, 1),  # shared pages counted once per process
         "peak_total_pss_mb": round(peak["pss"] / 1e6, 1),  # shared pages shared out
         "peak_total_uss_mb": round(peak["uss"] / 1e6, 1),  # private pages only
@@ -161,16 +199,16 @@ def run_size(args, docs: int) -> dict:
     (out / f"result-{name}.json").write_text(json.dumps(result, indent=1))
     if not args.keep:
         shutil.rmtree(result_dir, ignore_errors=True)
-        shutil.rmtree(corpus, ignore_errors=True)
     return result
 
 
 def table(results: list[dict]) -> str:
     steps = sorted({k for r in results for k in r["step_s_per_gb"]}, key=lambda k: -max(r["step_s_per_gb"].get(k, 0) for r in results))
-    head = ["docs", "GB", "s/GB", *[f"{k} s/GB" for k in steps], "largest process PSS MB", "all PSS MB", "driver RSS MB"]
+    head = ["docs", "GB", "job s/GB", "steps s/GB", *[f"{k}" for k in steps], "largest process PSS MB", "all PSS MB",
+            "driver RSS MB"]
     rows = [head]
     for r in results:
-        rows.append([f"{r['docs']:,}", f"{r['gb']:.2f}", f"{r['s_per_gb']:.1f}", *[f"{r['step_s_per_gb'].get(k, 0):.1f}" for k in steps],
+        rows.append([f"{r['docs']:,}", f"{r['gb']:.2f}", f"{r['s_per_gb']:.1f}", f"{r['steps_s_per_gb']:.1f}", *[f"{r['step_s_per_gb'].get(k, 0):.1f}" for k in steps],
                      f"{r['peak_largest_process_pss_mb']:.0f}", f"{r['peak_total_pss_mb']:.0f}", f"{r['peak_driver_rss_mb']:.0f}"])
     return "\n".join("| " + " | ".join(row) + " |" for row in [rows[0], ["---"] * len(head), *rows[1:]])
 
@@ -183,7 +221,8 @@ def plot(results: list[dict], path: Path) -> None:
 
     docs = [r["docs"] for r in results]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    a.plot(docs, [r["s_per_gb"] for r in results], "o-", label="whole job")
+    a.plot(docs, [r["s_per_gb"] for r in results], "o-", label="whole job (with Ray start-up)")
+    a.plot(docs, [r["steps_s_per_gb"] for r in results], "s-", label="all steps")
     for step in sorted({k for r in results for k in r["step_s_per_gb"]}):
         a.plot(docs, [r["step_s_per_gb"].get(step, 0) for r in results], ".--", label=step)
     a.set(xscale="log", xlabel="documents", ylabel="wall seconds per GB", title="dedup time per GB (2 cores)")
