@@ -59,7 +59,7 @@ class DuplicatesConfig:
 @dataclass(kw_only=True)
 class DedupRunConfig(RunConfig):
     # Hash partitions of the shuffles (exact, LSH, components); auto = one per
-    # PARTITION_INPUT_BYTES of input files, at least 16: a task's memory stays flat as the corpus grows.
+    # PARTITION_INPUT_BYTES of input files (16 to 4,096): a task's memory stays flat as the corpus grows.
     partitions: Union[int, Literal["auto"]] = "auto"
     batch_docs: int = 512  # documents per signature batch
     chunk_bytes: int = 67108864  # uncompressed bytes per output .jsonl.zst chunk
@@ -88,14 +88,14 @@ class DedupStageConfig:
 
 
 PARTITION_INPUT_BYTES = 64 << 20
-MIN_PARTITIONS = 16
+MIN_PARTITIONS, MAX_PARTITIONS = 16, 4096  # the exchange between steps is partitions x files reads
 
 
 def with_partitions(cfg: DedupStageConfig, input_bytes: int) -> DedupStageConfig:
     """``cfg`` with ``run.partitions`` resolved to a number (``auto``: from the input size)."""
     if cfg.run.partitions != "auto":
         return cfg
-    partitions = max(MIN_PARTITIONS, -(-input_bytes // PARTITION_INPUT_BYTES))
+    partitions = min(MAX_PARTITIONS, max(MIN_PARTITIONS, -(-input_bytes // PARTITION_INPUT_BYTES)))
     return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, partitions=partitions))
 
 
