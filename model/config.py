@@ -119,12 +119,19 @@ class BTLMConfig:
             need(0 < rotary_dim <= self.head_dim and rotary_dim % 2 == 0,
                  f"rotary_pct={self.rotary_pct} gives rotary_dim={rotary_dim}; it must be even and in (0, head_dim]")
         if self.alibi_scaling is not None:
+            # The rules of the published configuration_btlm.py (an integer factor, a float
+            # train_seq_len or a factor <= 1 are rejected there too), plus: no unknown keys.
             s = self.alibi_scaling
-            need(isinstance(s, dict) and s.get("type") == "linear"
-                 and (("factor" in s) != ("train_seq_len" in s)) and set(s) <= {"type", "factor", "train_seq_len"},
+            need(isinstance(s, dict) and len(s) == 2 and set(s) in ({"type", "factor"}, {"type", "train_seq_len"}),
                  f"alibi_scaling must be {{type: linear, factor: F}} or {{type: linear, train_seq_len: N}}, got {s!r}")
-            value = s.get("factor", s.get("train_seq_len"))
-            need(isinstance(value, (int, float)) and value > 0, f"alibi_scaling value must be positive, got {value!r}")
+            need(s["type"] == "linear", f"alibi_scaling type must be 'linear', got {s['type']!r}")
+            if "factor" in s:
+                need(isinstance(s["factor"], float) and s["factor"] > 1.0,
+                     f"alibi_scaling factor must be a float > 1.0, got {s['factor']!r}")
+            else:
+                need(isinstance(s["train_seq_len"], int) and not isinstance(s["train_seq_len"], bool)
+                     and s["train_seq_len"] > 1,
+                     f"alibi_scaling train_seq_len must be an integer > 1, got {s['train_seq_len']!r}")
 
     # --- derived quantities -------------------------------------------------------
 

@@ -4,6 +4,8 @@ optimizer tensors in safetensors, everything else in JSON.
 Layout of ``checkpoints/step-00000123/``::
 
     config.json, model.safetensors   the model (BTLMLMHeadModel.from_pretrained loads it)
+    generation_config.json, tokenizer.json, tokenizer_config.json, special_tokens_map.json
+                                     so transformers' Auto classes and pipeline open the folder
     optimizer.safetensors            AdamW moments and step counts, keyed state.<parameter name>.<moment>
     rng-rank<r>.safetensors          torch RNG states of each rank
     trainer_state.json               step, tokens, data positions, schedule, optimizer
@@ -20,6 +22,7 @@ import os
 import random
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from model.tokenizer_files import TokenizerMismatch, file_sha256, write_tokenizer_files
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The tokenizer `make tokenize` uses by default; a run's shards name theirs by SHA-256.
+PROJECT_TOKENIZER = REPO_ROOT / "pipeline" / "assets" / "tokenizer.json"
 STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.safetensors"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -52,6 +60,26 @@ def complete_checkpoints(folder: str | Path) -> list[Path]:
 def latest_checkpoint(folder: str | Path) -> Path | None:
     found = complete_checkpoints(folder)
     return found[-1] if found else None
+
+
+def find_tokenizer(state: dict[str, Any]) -> tuple[Path | None, str]:
+    """The tokenizer.json the run's shards were made with, and why when none is found.
+
+    Candidates: the run's sample tokenizer (``sample.tokenizer``) and the project's; the
+    first whose SHA-256 equals the shards' ``tokenizer_sha256`` wins (any, when the
+    shards name none).
+    """
+    want = state.get("tokenizer_sha256")
+    configured = ((state.get("config") or {}).get("sample") or {}).get("tokenizer")
+    candidates = []
+    if configured:
+        path = Path(configured)
+        candidates += [path] if path.is_absolute() else [path, REPO_ROOT / path]
+    candidates.append(PROJECT_TOKENIZER)
+    for path in candidates:
+        if path.is_file() and (want is None or file_sha256(path) == want):
+            return path, ""
+    return None, f"no tokenizer.json with SHA-256 {want} (the shards' tokenizer) among {[str(p) for p in candidates]}"
 
 
 def _param_names(optimizer: torch.optim.Optimizer, model) -> list[str]:
@@ -132,6 +160,7 @@ class CheckpointWriter:
         self.rank = rank
         self.world_size = world_size
         self.barrier = barrier
+        self._warned = False
 
     def save(self, step: int, model, optimizer_state, state: dict[str, Any]) -> Path:
         """``model`` (a full model) and ``optimizer_state`` (tensors, groups) are used on rank 0 only."""
@@ -148,6 +177,7 @@ class CheckpointWriter:
         self.barrier()
         if self.rank == 0:
             model.save_pretrained(str(tmp))
+            self._write_tokenizer(tmp, model.config, state)
             opt_tensors, groups = optimizer_state
             save_file(opt_tensors, str(tmp / OPTIMIZER_NAME))
             payload = {**state, "optimizer_groups": groups, "world_size": self.world_size}
@@ -158,6 +188,18 @@ class CheckpointWriter:
             self._prune()
         self.barrier()
         return final
+
+    def _write_tokenizer(self, folder: Path, model_config, state: dict[str, Any]) -> None:
+        """Tokenizer files beside the model; a checkpoint without them is still complete."""
+        tokenizer, why = find_tokenizer(state)
+        try:
+            if tokenizer is None:
+                raise TokenizerMismatch(why)
+            write_tokenizer_files(folder, tokenizer, model_config)
+        except TokenizerMismatch as exc:
+            if not self._warned:
+                print(f"checkpoint: no tokenizer files written: {exc}", file=sys.stderr)
+                self._warned = True
 
     def _prune(self) -> None:
         for old in complete_checkpoints(self.folder)[: -self.keep_last]:
