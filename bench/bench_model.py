@@ -3,10 +3,13 @@
 Forward + backward tokens/s for one GPT-2-small-like shape, every model timed in the
 same run, round robin, so machine noise hits them alike; medians over the rounds and
 ratios to Hugging Face ``GPT2LMHeadModel`` are printed. Also reported: the cost of ALiBi
-over plain causal attention (whole model, and SDPA alone), and MFU on a CUDA device.
+and of per-document ALiBi over plain causal attention (whole model, and attention alone),
+compiled FlexAttention's forward against the mask-free SDPA path (``--flex``), and MFU on
+a CUDA device.
 
     python bench/bench_model.py                      # d=512, 6 layers, seq 1024, CPU
     python bench/bench_model.py --dtype bf16 --rounds 7
+    python bench/bench_model.py --attention-only --seq-len 8192 --n-head 4 --d-model 256 --skip-mask --flex
 Needs the bench extra (transformers).
 """
 
@@ -25,10 +28,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import BTLMConfig, BTLMLMHeadModel  # noqa: E402
-from model.hardware import flush_denormals  # noqa: E402
-
-# Dense bf16 peak of the accelerator, for MFU (H100 SXM; H200 has the same compute).
-GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+from model.hardware import cuda_peak_flops, flush_denormals  # noqa: E402
 
 
 class NanoGPT(nn.Module):
@@ -115,20 +115,25 @@ def time_models(models, args, device, dtype) -> dict[str, list[float]]:
 
 
 def attention_only(args, device, dtype) -> dict[str, float]:
-    """SDPA forward+backward: ALiBi float mask vs is_causal, same shapes as the model."""
-    from model.attention import alibi_causal_attention
+    """Attention forward+backward (ms): plain causal, ALiBi as an explicit mask, mask-free ALiBi,
+    per-document ALiBi (documents of ``--doc-mean`` tokens on average), same shapes as the model."""
+    from model.attention import alibi_causal_attention, document_attention
     from model.positions import AlibiBias
 
     B, H, T, D = args.batch, args.n_head, args.seq_len, args.d_model // args.n_head
     q, k, v = (torch.randn(B, H, T, D, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
     alibi = AlibiBias(H, None).to(device)
-    mask = alibi.bias(T, 0, dtype)
+    slopes = alibi.scaled_slopes(T)
     scale = 1.0 / D
+    segments = document_segments(B, T, args.doc_mean, device)
     runs = {
         "sdpa causal": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale),
-        "sdpa alibi mask": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale),
-        "alibi mask-free": lambda: alibi_causal_attention(q, k, v, alibi.scaled_slopes(T), scale),
+        "alibi mask-free": lambda: alibi_causal_attention(q, k, v, slopes, scale),
+        "alibi documents": lambda: document_attention(q, k, v, segments, slopes, scale),
     }
+    if not args.skip_mask:
+        mask = alibi.bias(T, 0, dtype)
+        runs["sdpa alibi mask"] = lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     out = {}
     for name, attend in runs.items():
         times = []
@@ -139,7 +144,61 @@ def attention_only(args, device, dtype) -> dict[str, float]:
             sync(device)
             times.append(time.perf_counter() - t0)
         out[name] = statistics.median(times[1:]) * 1e3
+    out["documents per row"] = float((segments[:, 1:] != segments[:, :-1]).sum(1).float().mean() + 1)
     return out
+
+
+def document_segments(B: int, T: int, mean: float, device) -> torch.Tensor:
+    """Segment ids [B, T] of documents with exponentially distributed lengths (seeded)."""
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.empty(4 * B * T // max(int(mean), 1) + 8).exponential_(1.0 / mean, generator=gen).clamp_min(1)
+    ends = lengths.cumsum(0).long()
+    starts = torch.zeros(B * T, dtype=torch.long)
+    starts[ends[ends < B * T]] = 1
+    return starts.view(B, T).cumsum(1).to(device)
+
+
+def flex_forward(args, device, dtype) -> dict[str, float]:
+    """Forward only (CPUs have no FlexAttention backward): compiled FlexAttention with the ALiBi
+    score_mod and a causal block mask against the mask-free SDPA path; the first call's compile time."""
+    from model import flex_attention as flex
+    from model.attention import alibi_causal_attention
+    from model.positions import AlibiBias
+
+    B, H, T, D = args.batch, args.n_head, args.seq_len, args.d_model // args.n_head
+    q, k, v = (torch.randn(B, H, T, D, device=device, dtype=dtype) for _ in range(3))
+    slopes = AlibiBias(H, None).to(device).scaled_slopes(T)
+    t0 = time.perf_counter()
+    mask = flex.block_mask(T, T, device)
+    with torch.no_grad():
+        flex.flex_attention(q, k, v, slopes, 1.0 / D, mask)
+    sync(device)
+    out = {"flex compile s": time.perf_counter() - t0}
+    for name, attend in (("flex forward", lambda: flex.flex_attention(q, k, v, slopes, 1.0 / D, mask)),
+                         ("sdpa mask-free forward", lambda: alibi_causal_attention(q, k, v, slopes, 1.0 / D))):
+        times = []
+        with torch.no_grad():
+            for _ in range(args.rounds * args.steps + 1):
+                sync(device)
+                t0 = time.perf_counter()
+                attend()
+                sync(device)
+                times.append(time.perf_counter() - t0)
+        out[name] = statistics.median(times[1:]) * 1e3
+    return out
+
+
+def report_models(models, results) -> None:
+    ref = statistics.median(results["hf-gpt2 (sdpa)"])
+    print(f"{'model':34s} {'params':>12s} {'tok/s median':>13s} {'min':>9s} {'max':>9s} {'vs HF':>7s}")
+    for name, values in results.items():
+        model = models[name][0]
+        n = sum(p.numel() for p in model.parameters())
+        med = statistics.median(values)
+        print(f"{name:34s} {n:12,d} {med:13.0f} {min(values):9.0f} {max(values):9.0f} {med / ref:7.2f}")
+    alibi = statistics.median(results["btlm alibi+swiglu"])
+    plain = statistics.median(results["btlm learned pos (plain causal)"])
+    print(f"ALiBi cost, whole model: {100 * (plain / alibi - 1):.1f}% more time per token than plain causal")
 
 
 def main() -> int:
@@ -153,6 +212,10 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--doc-mean", type=float, default=2000.0, help="mean document length of the per-document case")
+    p.add_argument("--attention-only", action="store_true", help="only the attention comparisons")
+    p.add_argument("--skip-mask", action="store_true", help="leave out the explicit [H, T, T] mask (1 GiB at 8k)")
+    p.add_argument("--flex", action="store_true", help="also compiled FlexAttention, forward only (minutes on a CPU)")
     p.add_argument("--keep-denormals", action="store_true",
                    help="do not flush subnormal floats (the trainer flushes them: ALiBi is much slower without)")
     args = p.parse_args()
@@ -165,30 +228,29 @@ def main() -> int:
           f"denormals {'kept' if args.keep_denormals else 'flushed'}, "
           f"d={args.d_model} L={args.n_layer} H={args.n_head} T={args.seq_len} B={args.batch}, "
           f"{args.rounds} rounds x {args.steps} steps")
-    models = build_models(args)
-    results = time_models(models, args, device, dtype)
-    ref = statistics.median(results["hf-gpt2 (sdpa)"])
-    print(f"{'model':34s} {'params':>12s} {'tok/s median':>13s} {'min':>9s} {'max':>9s} {'vs HF':>7s}")
-    for name, values in results.items():
-        model = models[name][0]
-        n = sum(p.numel() for p in model.parameters())
-        med = statistics.median(values)
-        print(f"{name:34s} {n:12,d} {med:13.0f} {min(values):9.0f} {max(values):9.0f} {med / ref:7.2f}")
-    alibi = statistics.median(results["btlm alibi+swiglu"])
-    plain = statistics.median(results["btlm learned pos (plain causal)"])
-    print(f"ALiBi cost, whole model: {100 * (plain / alibi - 1):.1f}% more time per token than plain causal")
+    if not args.attention_only:
+        models = build_models(args)
+        results = time_models(models, args, device, dtype)
+        report_models(models, results)
     att = attention_only(args, device, dtype)
     causal = att["sdpa causal"]
-    print(f"ALiBi cost, attention alone (fwd+bwd, ms): causal {causal:.1f}, "
-          f"alibi mask {att['sdpa alibi mask']:.1f} ({att['sdpa alibi mask'] / causal:.2f}x), "
-          f"alibi mask-free {att['alibi mask-free']:.1f} ({att['alibi mask-free'] / causal:.2f}x)")
+    line = ", ".join(f"{name} {ms:.1f} ({ms / causal:.2f}x)" for name, ms in att.items() if name.startswith(("alibi", "sdpa a")))
+    print(f"attention fwd+bwd (ms, x plain causal): causal {causal:.1f}, {line}; "
+          f"{att['documents per row']:.1f} documents per row")
+    print(f"per-document ALiBi / mask-free causal ALiBi: {att['alibi documents'] / att['alibi mask-free']:.2f}x")
+    if args.flex:
+        fx = flex_forward(args, device, dtype)
+        print(f"FlexAttention forward {fx['flex forward']:.1f} ms vs mask-free SDPA forward "
+              f"{fx['sdpa mask-free forward']:.1f} ms ({fx['flex forward'] / fx['sdpa mask-free forward']:.2f}x); "
+              f"first call (compile) {fx['flex compile s']:.1f} s")
+    if args.attention_only:
+        return 0
     if device.type == "cuda":
-        name = torch.cuda.get_device_name()
-        peak = next((v for k, v in GPU_PEAK_FLOPS.items() if k in name), None)
+        peak = cuda_peak_flops(device)
         btlm = models["btlm alibi+swiglu"][0]
-        flops = btlm.flops_per_token(args.seq_len) * alibi
+        flops = btlm.flops_per_token(args.seq_len) * statistics.median(results["btlm alibi+swiglu"])
         mfu = f"{100 * flops / peak:.1f}%" if peak else "unknown peak"
-        print(f"MFU (btlm alibi+swiglu, {name}): {mfu}")
+        print(f"MFU (btlm alibi+swiglu, {torch.cuda.get_device_name(device)}): {mfu}")
     return 0
 
 

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.attention import alibi_causal_attention, use_fused_alibi
+from model import flex_attention
+from model.attention import alibi_causal_attention, document_attention, use_fused_alibi
 from model.config import BTLMConfig
 from model.positions import AlibiBias, Rotary
 from model.precision import compute_dtype
@@ -37,7 +38,13 @@ class AttentionContext:
     is_causal: bool
     cos: torch.Tensor | None = None
     sin: torch.Tensor | None = None
-    alibi_slopes: torch.Tensor | None = None  # set: causal ALiBi computed without a mask (attention.py)
+    # "sdpa": SDPA with ``mask`` / ``is_causal``; "alibi": causal ALiBi without a mask; "documents":
+    # attention within each segment (attention.py); "flex": FlexAttention with ``block_mask`` (CUDA).
+    kernel: str = "sdpa"
+    alibi_slopes: torch.Tensor | None = None  # [n_head], distance scaling included
+    past_len: int = 0
+    segment_ids: torch.Tensor | None = None
+    block_mask: object | None = None
 
 
 class BTLMAttention(nn.Module):
@@ -81,8 +88,12 @@ class BTLMAttention(nn.Module):
         if presents is not None:
             presents.append((k, v))
         dropout_p = self.attn_pdrop if self.training else 0.0
-        if ctx.alibi_slopes is not None:
-            y = alibi_causal_attention(q, k, v, ctx.alibi_slopes, self.scale, dropout_p)
+        if ctx.kernel == "alibi":
+            y = alibi_causal_attention(q, k, v, ctx.alibi_slopes, self.scale, dropout_p, ctx.past_len)
+        elif ctx.kernel == "documents":
+            y = document_attention(q, k, v, ctx.segment_ids, ctx.alibi_slopes, self.scale, dropout_p)
+        elif ctx.kernel == "flex":
+            y = flex_attention.flex_attention(q, k, v, ctx.alibi_slopes, self.scale, ctx.block_mask)
         else:
             mask = ctx.mask
             if mask is not None and mask.dtype != torch.bool and mask.dtype != q.dtype:
@@ -177,26 +188,30 @@ class BTLMModel(nn.Module):
         return pos - start_pos
 
     def _attention_context(self, T, past_len, segment_ids, x) -> AttentionContext:
+        """Picks the kernel: FlexAttention on CUDA, mask-free SDPA paths on CPU, explicit masks for short inputs."""
         dtype = compute_dtype(x.device, x.dtype)
         cos = sin = None
         if self.rotary_emb is not None:
             cos, sin = self.rotary_emb.cos_sin(past_len, T, x.device, dtype)
-        if self.relative_pe is not None and use_fused_alibi(T, past_len, segment_ids is not None, dtype):
-            return AttentionContext(None, False, alibi_slopes=self.relative_pe.scaled_slopes(T))
-        if self.relative_pe is not None:
+        alibi = self.relative_pe is not None
+        slopes = self.relative_pe.scaled_slopes(past_len + T) if alibi else None
+        has_dropout = self.training and self.config.attn_pdrop > 0
+        if (alibi or segment_ids is not None) and past_len == 0 and T > 1 and not has_dropout \
+                and flex_attention.available(x.device):
+            mask = flex_attention.block_mask(T, T, x.device, segment_ids)
+            return AttentionContext(None, False, cos, sin, "flex", slopes, block_mask=mask)
+        if alibi and use_fused_alibi(T, segment_ids is not None):
+            return AttentionContext(None, False, cos, sin, "alibi", slopes, past_len)
+        if segment_ids is not None:
+            return AttentionContext(None, False, cos, sin, "documents", slopes, segment_ids=segment_ids)
+        if alibi:
             mask = self.relative_pe.bias(T, past_len, dtype)  # ALiBi + causal, [1, H, T, past+T]
-        elif past_len == 0 and segment_ids is None:
+        elif past_len == 0:
             return AttentionContext(None, True, cos, sin)  # plain causal: SDPA's fast path
-        elif T == 1 and segment_ids is None:
+        elif T == 1:
             return AttentionContext(None, False, cos, sin)  # one new query sees the whole cache
         else:
             q_pos = torch.arange(past_len, past_len + T, device=x.device)[:, None]
             mask = torch.arange(past_len + T, device=x.device)[None, :] <= q_pos  # boolean, True = attend
             mask = mask[None, None]
-        if segment_ids is not None:
-            same = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]  # [B, 1, T, T]
-            if mask.dtype == torch.bool:
-                mask = mask & same
-            else:
-                mask = mask.masked_fill(~same, float("-inf"))
         return AttentionContext(mask, False, cos, sin)

@@ -38,3 +38,18 @@ def sample_corpus(tmp_path_factory) -> Path:
     )
     build(cfg)
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` (``gpu(devices=2)``: that many) are skipped on machines without the CUDA devices."""
+    marked = [(item, item.get_closest_marker("gpu")) for item in items]
+    marked = [(item, m) for item, m in marked if m is not None]
+    if not marked:
+        return
+    import torch
+
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for item, marker in marked:
+        needed = marker.kwargs.get("devices", 1)
+        if found < needed:
+            item.add_marker(pytest.mark.skip(reason=f"needs {needed} CUDA device(s), this machine has {found}"))

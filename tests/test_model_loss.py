@@ -73,3 +73,55 @@ def test_chunked_loss_under_bf16_autocast():
     torch.testing.assert_close(fused, full, rtol=2e-2, atol=2e-2)
     fused.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("chunk_rows, block_chunks", [(7, 1), (7, 3), (64, 4), (1000, 2)])
+def test_weight_gradient_blocks_and_chunk_sizes_give_the_same_result(chunk_rows, block_chunks):
+    torch.manual_seed(1)
+    hidden = torch.randn(3, 40, 16, requires_grad=True)
+    weight = torch.randn(97, 16, requires_grad=True)
+    labels = torch.randint(0, 97, (3, 40))
+    labels[1, :13] = -100
+    ref = lm_loss_from_logits((hidden @ weight.T) * 1.3, labels)
+    ref.backward()
+    gh, gw = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    loss = chunked_lm_loss(hidden, weight, labels, 1.3, chunk_rows=chunk_rows, block_chunks=block_chunks)
+    loss.backward()
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(hidden.grad, gh)
+    torch.testing.assert_close(weight.grad, gw)
+
+
+def test_bf16_autocast_loss_and_gradients_are_close_to_fp32():
+    """Under bf16 autocast the matmuls run in bf16, the log-softmax in fp32."""
+    torch.manual_seed(2)
+    hidden = torch.randn(2, 300, 32, requires_grad=True)
+    weight = (0.3 * torch.randn(500, 32)).requires_grad_()
+    labels = torch.randint(0, 500, (2, 300))
+    ref = lm_loss_from_logits((hidden @ weight.T) * 0.9, labels)
+    ref.backward()
+    gh, gw = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = chunked_lm_loss(hidden, weight, labels, 0.9, chunk_rows=128, block_chunks=2)
+    loss.backward()
+    assert loss.dtype == torch.float32 and hidden.grad.dtype == weight.grad.dtype == torch.float32
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-2)
+    for got, want in ((hidden.grad, gh), (weight.grad, gw)):
+        cos = torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0)
+        assert cos > 0.999
+        torch.testing.assert_close(got, want, rtol=0.05, atol=0.05 * want.abs().max().item())
+
+
+def test_per_token_losses_equal_the_full_logits_cross_entropy():
+    from model.loss import target_losses, token_losses
+
+    torch.manual_seed(3)
+    hidden, weight = torch.randn(2, 30, 8), torch.randn(41, 8)
+    labels = torch.randint(0, 41, (2, 30))
+    logits = (hidden @ weight.T) * 1.7
+    want = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 41), labels[:, 1:].reshape(-1),
+                                             reduction="none").view(2, 29)
+    torch.testing.assert_close(token_losses(hidden, weight, labels, 1.7, chunk_rows=7), want)
+    torch.testing.assert_close(target_losses(hidden[:, :-1], weight, labels[:, 1:], 1.7), want)

@@ -37,7 +37,7 @@ class Phase:
 @dataclass
 class EvalSection:
     every: int  # steps; 0 = only at the end
-    tokens: int  # validation tokens per phase length per evaluation
+    tokens: int  # validation text (spans of the longest phase length), evaluated at every phase length
     long_context_len: int  # tokens per sequence of the loss-by-position evaluation
     long_context_sequences: int
     long_context_chunk: int  # query chunk of the incremental long-context pass

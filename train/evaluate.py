@@ -1,43 +1,122 @@
-"""Validation loss per phase length, and mean loss at each token position (long context)."""
+"""Validation loss at every phase length on the same text, and mean loss at each token position (long context)."""
 
 from __future__ import annotations
 
 import math
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from model.loss import target_losses as lm_target_losses
+from model.loss import token_losses as lm_token_losses
 from train.data import ShardSet
 from train.distributed import DistEnv, sum_across
 
 
 @torch.no_grad()
-def validation_loss(model, shards: ShardSet, tokens: int, micro_rows: int, env: DistEnv,
-                    autocast: Callable[[], AbstractContextManager], with_segments: bool) -> dict[str, float]:
-    """Mean next-token loss over the first ``tokens`` worth of validation rows (all ranks)."""
-    count = min(max(tokens // shards.seq_len, 1), len(shards))
+def validation_losses(model, shards: ShardSet, seq_lens: list[int], tokens: int, micro_tokens: int, env: DistEnv,
+                      autocast: Callable[[], AbstractContextManager], with_segments: bool,
+                      buckets: int) -> dict[str, Any]:
+    """Validation loss at every phase length on the same text, and loss by position on it.
+
+    The text is the first ``tokens`` worth of rows of ``shards`` (the longest phase's
+    validation rows: spans of ``shards.seq_len`` tokens). At each length L every span is cut
+    into windows of L tokens, each a sequence of its own, as in training at that length.
+    The loss averages the same targets at every length: all but the first token of each
+    span and every token that starts a window at some length (it has no context there).
+    ``by_position`` buckets the loss by position in the span (log-spaced): where a window
+    restarts, the shorter length loses its context; the longer one keeps it.
+    """
+    span = shards.seq_len
+    if any(L > span for L in seq_lens):
+        raise ValueError(f"validation spans of {span} tokens are shorter than phase length {max(seq_lens)}")
+    count = min(max(tokens // span, 1), len(shards))
     if count >= env.world_size:  # equal work per rank (FSDP ranks must run the same forwards)
         count -= count % env.world_size
     rows = np.arange(count, dtype=np.int64)
-    mine = rows[env.rank :: env.world_size]
-    total = torch.zeros(2, dtype=torch.float64)
+    shared = count < env.world_size  # too few spans to split: every rank evaluates all of them
+    mine = rows if shared else rows[env.rank :: env.world_size]
+    sums = torch.zeros(len(seq_lens), span, dtype=torch.float64)  # loss summed over spans, by target position
+    spans_per_pass = max(micro_tokens // span, 1)
     was_training = model.training
     model.eval()
-    for i in range(0, len(mine), micro_rows):
-        chunk = mine[i : i + micro_rows]
-        ids = torch.from_numpy(shards.tokens(chunk)).to(env.device)
-        seg = torch.from_numpy(shards.segment_ids(chunk)).to(env.device) if with_segments else None
-        with autocast():
-            loss = model(ids, labels=ids, segment_ids=seg, return_logits=False).loss
-        targets = ids.shape[0] * (ids.shape[1] - 1)
-        total += torch.tensor([float(loss) * targets, targets], dtype=torch.float64)
+    with _full_parameters(model):
+        for s in range(0, len(mine), spans_per_pass):
+            chunk = mine[s : s + spans_per_pass]
+            ids = torch.from_numpy(shards.tokens(chunk))
+            seg = torch.from_numpy(shards.segment_ids(chunk)) if with_segments else None
+            for i, L in enumerate(seq_lens):
+                for start, end, losses in _windows(model, ids, seg, L, micro_tokens, env.device, autocast):
+                    sums[i, start + 1 : end] += losses.sum(0).double()
     model.train(was_training)
-    total = sum_across(env, total)
-    mean = float(total[0] / total[1])
-    return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": int(total[1]), "rows": len(rows)}
+    sums = sum_across(env, sums)
+    n_spans = count
+    if shared:
+        sums /= env.world_size
+    common = np.ones(span, dtype=bool)
+    common[0] = False
+    for L in seq_lens:
+        common[::L] = False
+    edges = np.unique(np.geomspace(1, span, buckets + 1).astype(np.int64))
+    ranges = [(a, b) for a, b in zip(edges[:-1], edges[1:]) if common[a:b].any()]
+    per_position = (sums / n_spans).numpy()
+    out: dict[str, Any] = {"spans": n_spans, "span_len": span, "targets": int(common.sum()) * n_spans,
+                           "loss": {}, "perplexity": {},
+                           "by_position": {"bucket_start": [int(a) for a, _ in ranges],
+                                           "bucket_end": [int(b) - 1 for _, b in ranges], "loss": {}}}
+    late = common & (np.arange(span) >= min(seq_lens))  # targets where the lengths see different context
+    if late.any() and len(seq_lens) > 1:
+        out["late"] = {"from_position": min(seq_lens), "targets": int(late.sum()) * n_spans,
+                       "loss": {str(L): float(per_position[i][late].mean()) for i, L in enumerate(seq_lens)}}
+    for i, L in enumerate(seq_lens):
+        mean = float(per_position[i][common].mean())
+        out["loss"][str(L)] = mean
+        out["perplexity"][str(L)] = math.exp(min(mean, 50.0))
+        out["by_position"]["loss"][str(L)] = [float(per_position[i][a:b][common[a:b]].mean()) for a, b in ranges]
+    return out
+
+
+def _windows(model, ids: torch.Tensor, seg: torch.Tensor | None, L: int, micro_tokens: int, device: torch.device,
+             autocast: Callable[[], AbstractContextManager]):
+    """Cut spans [n, span] into windows of L tokens (the last may be shorter) and yield, per window
+    offset, (start, end, per-token losses [n, end - start - 1]); micro_tokens // L windows per forward."""
+    n, span = ids.shape
+    full = span // L
+    pieces = [(0, full * L, L)] if full else []
+    if span % L:
+        pieces.append((full * L, span, span - full * L))
+    for first, last, length in pieces:
+        windows = ids[:, first:last].reshape(-1, length)  # span-major: window w of span r is row r * per + w
+        window_seg = seg[:, first:last].reshape(-1, length) if seg is not None else None
+        losses = []
+        rows = max(micro_tokens // length, 1)
+        for r in range(0, windows.shape[0], rows):
+            x = windows[r : r + rows].to(device)
+            s = window_seg[r : r + rows].to(device) if window_seg is not None else None
+            with autocast():
+                hidden, _ = model.transformer(x, segment_ids=s)
+                losses.append(lm_token_losses(hidden, model.lm_head.weight, x, model.output_logits_scale).cpu())
+        per = (last - first) // length
+        by_window = torch.cat(losses).view(n, per, length - 1)
+        for w in range(per):
+            yield first + w * length, first + (w + 1) * length, by_window[:, w]
+
+
+@contextmanager
+def _full_parameters(model):
+    """Under FSDP the root's own parameters (embeddings, final norm) are gathered for direct calls
+    of its sub-modules; the blocks gather theirs in their own forward hooks."""
+    unshard = getattr(model, "unshard", None)
+    if unshard is None:
+        yield
+        return
+    unshard()
+    try:
+        yield
+    finally:
+        model.reshard()
 
 
 @torch.no_grad()
@@ -45,17 +124,16 @@ def token_losses(model, ids: torch.Tensor, chunk: int, autocast: Callable[[], Ab
     """Cross-entropy of every next-token prediction of one sequence [1, n] -> [n - 1].
 
     The sequence is fed in chunks of ``chunk`` tokens through the key/value cache, so
-    attention holds at most chunk x n scores and logits chunk x vocab at a time.
+    attention holds at most chunk x n scores and logits chunk rows at a time.
     """
     losses, past = [], None
     n = ids.shape[1]
     for start in range(0, n - 1, chunk):
         piece = ids[:, start : min(start + chunk, n - 1)]
         with autocast():
-            out = model(piece, past_key_values=past, use_cache=True, return_logits=True)
-        past = out.past_key_values
-        targets = ids[:, start + 1 : start + 1 + piece.shape[1]]
-        losses.append(F.cross_entropy(out.logits[0].float(), targets[0], reduction="none"))
+            hidden, past = model.transformer(piece, past_key_values=past, use_cache=True)
+            targets = ids[:, start + 1 : start + 1 + piece.shape[1]]
+            losses.append(lm_target_losses(hidden, model.lm_head.weight, targets, model.output_logits_scale)[0])
     return torch.cat(losses)
 
 

@@ -56,6 +56,25 @@ def plot_loss_by_position(result: dict[str, Any], path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def plot_validation_by_position(result: dict[str, Any], path: str | Path) -> Path:
+    """Loss by position in the validation spans, one curve per phase length, on the same text."""
+    by_position = result["loss_by_position"]
+    text = result["val_text"]
+    centers = [(a + b) / 2 for a, b in zip(by_position["bucket_start"], by_position["bucket_end"])]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for length, losses in sorted(by_position["loss"].items(), key=lambda kv: int(kv[0])):
+        ax.plot(centers, losses, marker="o", ms=3, lw=1, label=f"windows of {length}")
+        ax.axvline(int(length), color="gray", ls=":", lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("token position in the validation span")
+    ax.set_ylabel("mean cross-entropy (nats/token)")
+    ax.set_title(f"validation loss by position, step {result['step']} "
+                 f"({text['spans']} span(s) of {text['span_len']} tokens)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -73,23 +73,34 @@ def sample_generation(trainer: Trainer, model) -> dict[str, Any] | None:
 def finish(trainer: Trainer, model, summary: dict[str, Any]) -> None:
     """Rank 0 only: long-context evaluation, plots, a sample, and where everything is."""
     from train.metrics import read_metrics
-    from train.plots import plot_loss_curve
+    from train.plots import plot_loss_curve, plot_validation_by_position
 
     run_dir = trainer.run_dir
     plot_loss_curve(read_metrics(run_dir / "metrics.jsonl"), run_dir / "plots" / "loss_curve.png")
+    plot_validation_by_position(summary["eval"], run_dir / "plots" / "validation_by_position.png")
     long_context = long_context_eval(trainer, model)
     sample = sample_generation(trainer, model)
     final = {**summary, "loss_by_position": long_context is not None, "sample": sample}
     write_json(run_dir / "eval" / "final.json", final)
-    val = summary["eval"]["val_loss"]
+    evaluation = summary["eval"]
+    text = evaluation["val_text"]
     print(f"\nfinished at step {summary['step']} ({summary['skipped_steps']} skipped)")
-    print("validation loss: " + ", ".join(f"seq {k}: {v:.3f}" for k, v in val.items()))
+    print(f"validation loss: {validation_line(evaluation['val_loss'])}  (the same {text['targets']:,} tokens: "
+          f"{text['spans']} span(s) of {text['span_len']:,}, cut into windows of each length)")
+    late = evaluation.get("val_loss_late")
+    if late:
+        print(f"  past position {late['from_position']:,}: {validation_line(late['loss'])}  "
+              f"({late['targets']:,} tokens; the shorter windows restart there)")
     print(f"checkpoint:      {summary['checkpoint']}")
     print(f"metrics:         {run_dir / 'metrics.jsonl'}")
     print(f"evaluation:      {run_dir / 'eval'}/")
-    print(f"plots:           {run_dir / 'plots'}/ (loss_curve.png, loss_by_position.png)")
+    print(f"plots:           {run_dir / 'plots'}/ (loss_curve.png, validation_by_position.png, loss_by_position.png)")
     if sample is not None:
         print(f"sample:          {run_dir / 'eval' / 'sample.json'}\n  {sample['prompt']}{sample['completion']!s}")
+
+
+def validation_line(losses: dict[str, float]) -> str:
+    return ", ".join(f"seq {k}: {v:.3f}" for k, v in sorted(losses.items(), key=lambda kv: int(kv[0])))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

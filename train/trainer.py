@@ -200,23 +200,25 @@ class Trainer:
     # --- evaluation and checkpoints ---------------------------------------------
 
     def evaluate(self) -> dict[str, Any]:
-        from train.evaluate import validation_loss
+        """Validation loss at every phase length on the same validation text (the longest phase's rows)."""
+        from train.evaluate import validation_losses
 
         c = self.config
+        seq_lens = sorted({p.seq_len for p in c.phases})
+        shards = self.shards[(seq_lens[-1], c.data.validation_split)]
+        out = validation_losses(self.model, shards, seq_lens, c.eval.tokens, c.micro_batch_tokens, self.env,
+                                self.autocast, c.data.reset_attention_at_documents, c.eval.long_context_buckets)
         result = {"kind": "eval", "step": self.step, "tokens": self.step * c.tokens_per_batch,
-                  "val_loss": {}, "val_perplexity": {}}
-        for seq_len in sorted({p.seq_len for p in c.phases}):
-            shards = self.shards[(seq_len, c.data.validation_split)]
-            out = validation_loss(self.model, shards, c.eval.tokens, self.micro_rows(seq_len), self.env,
-                                  self.autocast, c.data.reset_attention_at_documents)
-            result["val_loss"][str(seq_len)] = out["loss"]
-            result["val_perplexity"][str(seq_len)] = out["perplexity"]
+                  "val_loss": out["loss"], "val_perplexity": out["perplexity"],
+                  "val_text": {"spans": out["spans"], "span_len": out["span_len"], "targets": out["targets"]}}
         if self.peak_measured:  # keep the best matmul rate seen, so MFU is not inflated by a busy start
             self.peak_flops = max(self.peak_flops, measured_matmul_flops(self.precision))
-        if self.env.is_main:
-            path = self.run_dir / "eval" / f"val-{ckpt.step_dir_name(self.step)}.json"
-            write_json(path, result)
         self.metrics.write(result)
+        result["loss_by_position"] = out["by_position"]  # in the eval JSON, not in every metrics line
+        if "late" in out:
+            result["val_loss_late"] = out["late"]
+        if self.env.is_main:
+            write_json(self.run_dir / "eval" / f"val-{ckpt.step_dir_name(self.step)}.json", result)
         return result
 
     def save(self) -> Path:
