@@ -23,7 +23,7 @@ TOKENS_DONE := $(TOKENS_DIR)/manifest.json
 upstream = $(if $(CONFIG),,$(1))
 config_flag = $(if $(CONFIG),--config $(CONFIG),)
 
-.PHONY: help setup test test-fast corpus dedup tokenize pretrain stats coord-check mup-sweep bench clean
+.PHONY: help setup test test-fast corpus dedup tokenize pretrain stats coord-check mup-sweep eval bench gguf-check clean
 
 help:
 	@echo "make setup      create .venv (torch pinned by TORCH_SPEC=$(TORCH_SPEC)), install the project"
@@ -33,6 +33,9 @@ help:
 	@echo "make tokenize   GPT-2 BPE, split, pack 2048/8192 Arrow shards -> $(TOKENS_DIR)"
 	@echo "make pretrain   train the demo BTLM (runs every earlier stage if needed)"
 	@echo "make stats      shard statistics of $(TOKENS_DIR)"
+	@echo "make eval       lm-evaluation-harness on a checkpoint (CKPT=dir, default the newest of runs/demo; TASKS=a,b)"
+	@echo "make coord-check  muP coordinate check on $(TOKENS_DIR)"
+	@echo "make mup-sweep    learning-rate transfer across width on $(TOKENS_DIR)"
 	@echo "Options: CONFIG=path.yaml ARGS=\"key=value ...\""
 
 $(VENV)/.installed: pyproject.toml
@@ -76,11 +79,20 @@ pretrain: setup $(call upstream,$(TOKENS_DONE))
 stats: setup $(call upstream,$(TOKENS_DONE))
 	$(PY) -m pipeline.stats $(if $(CONFIG),$(CONFIG),$(TOKENS_DIR)) $(ARGS)
 
-coord-check: setup
-	$(PY) -m train.coord_check $(config_flag) $(ARGS)
+# The scaling experiments read the token shards, built first like pretrain's.
+coord-check: setup $(call upstream,$(TOKENS_DONE))
+	$(PY) -m train.scaling.coord_check $(config_flag) $(ARGS)
 
 mup-sweep: setup $(call upstream,$(TOKENS_DONE))
-	$(PY) -m train.mup_sweep $(config_flag) $(ARGS)
+	$(PY) -m train.scaling.mup_sweep $(config_flag) $(ARGS)
+
+# lm-evaluation-harness, offline: CKPT=checkpoint folder (default: the newest of runs/demo/checkpoints),
+# TASKS=comma-separated lm-eval task names, task YAMLs or folders (default: the shipped holdout task).
+CKPT  ?=
+TASKS ?=
+# (lm-eval comes with the dev extra that setup installs; elsewhere: pip install -e ".[eval]").
+eval: setup
+	$(PY) -m train.harness $(config_flag) $(if $(CKPT),checkpoint=$(CKPT)) $(if $(TASKS),"tasks=[$(TASKS)]") $(ARGS)
 
 # Side-by-side benchmarks against the reference tools (bench extra); not part of CI.
 bench: setup
@@ -91,6 +103,14 @@ bench: setup
 	$(PY) bench/bench_tokenize.py $(SAMPLE_DIR)
 	$(PY) bench/bench_model.py
 	$(PY) bench/bench_train.py
+
+# GGUF export run in llama.cpp against PyTorch (table of size, logits, perplexity, memory);
+# not part of CI. llama-cpp-python builds from source (~14 min on 2 cores the first time):
+# portable flags, since the native build can emit instructions the CPU lacks (SIGILL).
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
+gguf-check: setup $(call upstream,$(TOKENS_DONE))
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet -e ".[gguf,llama]"
+	$(PY) bench/gguf_check.py $(ARGS)
 
 clean:
 	rm -rf data runs

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from common.atomic import atomic_path, write_json
 from model.config import BTLMConfig, ModelConfigError
+from model.stablelm_format import StableLMFormatError, config_from_stablelm, state_from_stablelm
 
 CONFIG_NAME = "config.json"
 GENERATION_CONFIG_NAME = "generation_config.json"
@@ -206,8 +207,6 @@ def read_config(directory: str | os.PathLike) -> BTLMConfig:
     """The model config of a BTLM or native StableLM folder."""
     directory = Path(directory)
     if read_config_dict(directory).get("model_type") == "stablelm":
-        from model.stablelm_format import config_from_stablelm
-
         return config_from_stablelm(read_config_dict(directory), str(directory / CONFIG_NAME))
     return BTLMConfig.from_json(directory / CONFIG_NAME)
 
@@ -216,8 +215,6 @@ def read_native_state(directory: Path, config: BTLMConfig, device: str | torch.d
     """The folder's tensors under the native names and layout."""
     tensors = read_tensors(directory, device)
     if read_config_dict(directory).get("model_type") == "stablelm":
-        from model.stablelm_format import StableLMFormatError, state_from_stablelm
-
         try:
             return state_from_stablelm(tensors, config, str(directory))
         except StableLMFormatError as exc:

@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import torch
 import yaml
+from tokenizers import Tokenizer
 
 from common.atomic import write_json, write_text
 from common.config import stage_cli, to_dict
+from model.hf_checkpoint import read_config
 from model.tokenizer_files import TOKENIZER_NAME, file_sha256, has_tokenizer_files, write_tokenizer_files
 from train.checkpoint import PROJECT_TOKENIZER, STATE_NAME, find_tokenizer, latest_checkpoint
 from train.holdout_task import HoldoutSection, build_items, write_items
@@ -121,8 +124,6 @@ def localize_task(cfg: HarnessConfig, yaml_path: Path, out: Path, tokenizer: Pat
         target = (yaml_path.parent / name).resolve()
         if data.get("task") == HOLDOUT_TASK:
             target = (out / Path(name).name).resolve()
-            from tokenizers import Tokenizer
-
             decode = Tokenizer.from_file(str(tokenizer)).decode
             items = build_items(cfg.holdout, decode, tokenizer_sha256=file_sha256(tokenizer))
             write_items(items, target)
@@ -157,14 +158,9 @@ def run(cfg: HarnessConfig) -> dict[str, Any]:
     tokenizer = tokenizer_json(checkpoint)
     model_args: dict[str, Any] = {"pretrained": str(checkpoint), "dtype": cfg.dtype, "backend": "causal"}
     if not has_tokenizer_files(checkpoint):  # an older checkpoint: give lm-eval the tokenizer files beside it
-        from model.hf_checkpoint import read_config
-
         write_tokenizer_files(work / "tokenizer", tokenizer, read_config(checkpoint))
         model_args["tokenizer"] = str(work / "tokenizer")
     names, include, defaults = prepare_tasks(cfg, work, tokenizer)
-
-    import torch
-
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     try:

@@ -15,6 +15,7 @@ import torch
 
 from model.btlm import BTLMLMHeadModel
 from model.config import ModelConfigError
+from model.export import hub, stablelm
 from model.hf_checkpoint import CheckpointError, parse_size
 from model.sample_text import DEFAULT_CONFIG, load_settings, resolve_tokenizer
 from model.stablelm_format import StableLMFormatError
@@ -60,8 +61,6 @@ def export_gguf_file(checkpoint: Path, out: Path, quant: str, tokenizer: Path | 
 
 
 def export_hf(args) -> list[str]:
-    from model.export import hub, stablelm
-
     model = BTLMLMHeadModel.from_pretrained(args.checkpoint, dtype=DTYPES[args.dtype]).eval()
     tokenizer = resolve_tokenizer(args.checkpoint, str(args.tokenizer) if args.tokenizer else None,
                                   load_settings(DEFAULT_CONFIG).tokenizer)
