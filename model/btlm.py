@@ -89,17 +89,4 @@ class BTLMLMHeadModel(nn.Module):
     ) -> "BTLMLMHeadModel":
         return hf_checkpoint.load_pretrained(cls, directory, map_location, dtype)
 
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        eos_token_id: int | None = None,
-        generator: torch.Generator | None = None,
-        return_scores: bool = False,
-    ):
-        return generation.generate(
-            self, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, generator, return_scores
-        )
+    generate = generation.generate  # model.generate(input_ids, max_new_tokens, ...) = generate(model, ...)

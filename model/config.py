@@ -181,15 +181,21 @@ class BTLMConfig:
     def from_json(cls, path: str | os.PathLike) -> "BTLMConfig":
         """Read a Hugging Face config.json (bookkeeping keys such as architectures dropped)."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ModelConfigError(f"model config {path} does not exist") from None
-        except json.JSONDecodeError as exc:
-            raise ModelConfigError(f"{path}: not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ModelConfigError(f"{path}: top level must be a JSON object")
+        data = read_json_object(path)
         model_type = data.get("model_type", "btlm")
         if model_type != "btlm":
             raise ModelConfigError(f"{path}: model_type is {model_type!r}, expected 'btlm'")
         return cls.from_dict({k: v for k, v in data.items() if k not in HF_BOOKKEEPING_KEYS}, str(path))
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A model config.json as a dict, or a ModelConfigError that names the file and what is wrong."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelConfigError(f"model config {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ModelConfigError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelConfigError(f"{path}: top level must be a JSON object")
+    return data

@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from common.atomic import atomic_path, write_json
-from model.config import BTLMConfig, ModelConfigError
+from model.config import BTLMConfig, read_json_object
 from model.stablelm_format import StableLMFormatError, config_from_stablelm, state_from_stablelm
 
 CONFIG_NAME = "config.json"
@@ -191,16 +191,7 @@ def stored_dtype(directory: Path) -> torch.dtype:
 
 
 def read_config_dict(directory: Path) -> dict[str, Any]:
-    path = directory / CONFIG_NAME
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelConfigError(f"model config {path} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise ModelConfigError(f"{path}: not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ModelConfigError(f"{path}: top level must be a JSON object")
-    return data
+    return read_json_object(directory / CONFIG_NAME)
 
 
 def read_config(directory: str | os.PathLike) -> BTLMConfig:

@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from common.config import read_yaml
 from pipeline.shard_format import FORMAT_VERSION, MANIFEST_NAME, METADATA_KEYS, SHARD_GLOB
 
 
@@ -174,8 +175,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for machines")
     args = parser.parse_args(argv)
     if args.directory.suffix in (".yaml", ".yml") and args.directory.is_file():
-        from common.config import read_yaml  # `make stats CONFIG=...` passes the config
-
         args.directory = Path(read_yaml(args.directory).get("output", ""))
     if not args.directory.is_dir():
         parser.exit(2, f"{parser.prog}: {args.directory} is not a directory\n")

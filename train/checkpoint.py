@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from common.atomic import TMP_SUFFIX
 from model.tokenizer_files import TokenizerMismatch, file_sha256, write_tokenizer_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -165,7 +166,8 @@ class CheckpointWriter:
     def save(self, step: int, model, optimizer_state, state: dict[str, Any]) -> Path:
         """``model`` (a full model) and ``optimizer_state`` (tensors, groups) are used on rank 0 only."""
         final = self.folder / step_dir_name(step)
-        tmp = self.folder / f".{step_dir_name(step)}.tmp"
+        # Every rank writes into this folder, so its name is shared (not common.atomic's per-process one).
+        tmp = self.folder / f".{step_dir_name(step)}{TMP_SUFFIX}"
         if self.rank == 0:
             if tmp.exists():
                 shutil.rmtree(tmp)

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from train.checkpoint import optimizer_tensors
 from train.distributed import DistEnv
 
 
@@ -59,8 +60,6 @@ def full_model_state(model, fsdp: bool) -> dict[str, torch.Tensor]:
 def full_optimizer_state(model, optimizer, fsdp: bool) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]] | None:
     """Optimizer tensors named ``state.<parameter>.<moment>`` and JSON-able groups (rank 0)."""
     if not fsdp:
-        from train.checkpoint import optimizer_tensors
-
         return optimizer_tensors(optimizer, model)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 

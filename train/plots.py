@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from common.atomic import atomic_path  # noqa: E402
+
 
 def plot_loss_curve(records: list[dict[str, Any]], path: str | Path) -> Path:
     train = [r for r in records if r.get("kind") == "train" and r.get("loss") is not None]
@@ -77,10 +79,8 @@ def plot_validation_by_position(result: dict[str, Any], path: str | Path) -> Pat
 
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
-    tmp.replace(path)
     return path

@@ -16,20 +16,21 @@ from typing import Any, Sequence
 
 import torch
 
+from common.atomic import write_json
 from common.config import stage_cli, to_json
 from train.config import TrainConfig, resolve_run_dir
 from train.data import ShardError
 from train.distributed import DistEnv, init_distributed, shutdown
-from train.trainer import NonFiniteError, Trainer, write_json
+from train.evaluate import loss_by_position
+from train.metrics import read_metrics
+from train.plots import plot_loss_by_position, plot_loss_curve, plot_validation_by_position
+from train.trainer import NonFiniteError, Trainer
 
 DEFAULT_CONFIG = "configs/train/demo.yaml"
 
 
 def long_context_eval(trainer: Trainer, model) -> dict[str, Any] | None:
     """BTLM's loss-by-position figure on validation text longer than any training length."""
-    from train.evaluate import loss_by_position
-    from train.plots import plot_loss_by_position
-
     c = trainer.config
     longest = max(p.seq_len for p in c.phases)
     shards = trainer.shards[(longest, c.data.validation_split)]
@@ -72,9 +73,6 @@ def sample_generation(trainer: Trainer, model) -> dict[str, Any] | None:
 
 def finish(trainer: Trainer, model, summary: dict[str, Any]) -> None:
     """Rank 0 only: long-context evaluation, plots, a sample, and where everything is."""
-    from train.metrics import read_metrics
-    from train.plots import plot_loss_curve, plot_validation_by_position
-
     run_dir = trainer.run_dir
     plot_loss_curve(read_metrics(run_dir / "metrics.jsonl"), run_dir / "plots" / "loss_curve.png")
     plot_validation_by_position(summary["eval"], run_dir / "plots" / "validation_by_position.png")

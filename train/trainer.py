@@ -4,7 +4,6 @@ metrics live in their own modules; this one only wires them together."""
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from contextlib import nullcontext
@@ -14,13 +13,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.atomic import write_json
 from common.config import to_dict
+from model import BTLMConfig, BTLMLMHeadModel
 from model.hardware import cpu_has_bf16_matmul, cuda_peak_flops, flush_denormals, measured_matmul_flops
 from train import checkpoint as ckpt
 from train import parallel
 from train.config import TrainConfig
 from train.data import PhaseStream, TrainBatches, open_shard_sets
 from train.distributed import DistEnv, barrier, mean_across
+from train.evaluate import validation_losses
 from train.metrics import MetricsLog
 from train.schedule import lr_multiplier, phase_at, plan_phases
 from train.step import LRSchedule, optimizer_step
@@ -31,8 +33,6 @@ class NonFiniteError(RuntimeError):
 
 
 def build_model(config: TrainConfig, source: Path | None):
-    from model import BTLMConfig, BTLMLMHeadModel
-
     if source is not None:
         return BTLMLMHeadModel.from_pretrained(str(source))
     model_config = BTLMConfig.from_yaml(config.model.config, overrides=config.model.overrides or None)
@@ -201,8 +201,6 @@ class Trainer:
 
     def evaluate(self) -> dict[str, Any]:
         """Validation loss at every phase length on the same validation text (the longest phase's rows)."""
-        from train.evaluate import validation_losses
-
         c = self.config
         seq_lens = sorted({p.seq_len for p in c.phases})
         shards = self.shards[(seq_lens[-1], c.data.validation_split)]
@@ -282,13 +280,6 @@ class Trainer:
             last_eval = self.evaluate()
         path = self.save()
         return {"step": self.step, "checkpoint": str(path), "eval": last_eval, "skipped_steps": self.skipped}
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-    tmp.replace(path)
 
 
 def seed_everything(seed: int) -> None:
