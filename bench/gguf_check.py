@@ -148,6 +148,7 @@ def table(args, work: Path, label: str) -> bool:
                "top1": float(agree.mean()), "greedy_same": f"{min(same)}/{args.new_tokens}", "tokenizer_ok": ev["tokenizer_ok"],
                "perplexity": ev["perplexity"], "perplexity_fp32_pytorch": ref["perplexity"],
                "peak_rss_2048_mb": probe["peak_rss"] / 2**20, "peak_rss_eval_mb": ev["peak_rss"] / 2**20,
+               "peak_rss_2048_nommap_mb": (read_json(work / f"llama-probe-nommap-{fmt}.json") or {}).get("peak_rss", 0) / 2**20,
                "prompt_tokens_per_s": ev["prompt_tokens_per_s"],
                "export_peak_rss_mb": (read_json(work / f"export-{fmt}.json") or {}).get("peak_rss", 0) / 2**20}
         rows.append(row)
@@ -161,11 +162,13 @@ def table(args, work: Path, label: str) -> bool:
     print(f"llama.cpp: {baseline.get('system_info', '?').strip()}")
     print(f"python + llama_cpp alone: {baseline.get('peak_rss', 0) / 2**20:.0f} MiB RSS\n")
     print("| format | file (MB) | logit diff (rel) | top-1 agree | greedy same | ppl llama.cpp | ppl PyTorch fp32 "
-          "| peak RSS 2,048-token context (MiB) | peak RSS, all-logits eval (MiB) | export peak RSS (MiB) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| peak RSS 2,048-token context (MiB) | the same, no mmap (MiB) | peak RSS, all-logits eval (MiB) "
+          "| export peak RSS (MiB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['format']} | {r['file_mb']:.1f} | {r['logit_rel_diff']:.1e} | {r['top1']:.1%} | {r['greedy_same']} "
               f"| {r['perplexity']:.3f} | {r['perplexity_fp32_pytorch']:.3f} | {r['peak_rss_2048_mb']:.0f} "
+              f"| {r['peak_rss_2048_nommap_mb']:.0f} "
               f"| {r['peak_rss_eval_mb']:.0f} | {r['export_peak_rss_mb']:.0f} |")
     write_json(work / "results.json", {"label": label, "rows": rows, "baseline": baseline, "reference": ref})
     return ok
@@ -211,16 +214,19 @@ def main() -> None:
     if "export" in args.steps:
         step_export(args, work, checkpoint)
     if "llama" in args.steps or "probe" in args.steps:
-        step_llama(args, work, ("probe", "eval") if "llama" in args.steps else ("probe",))
+        step_llama(args, work, ("probe", "probe-nommap", "eval") if "llama" in args.steps else ("probe", "probe-nommap"))
     if (work / "reference.json").exists():
         if not table(args, work, label):
             sys.exit(1)
         return
     for fmt in args.formats:  # memory runs only, no reference yet
-        probe = read_json(work / f"llama-probe-{fmt}.json")
-        if probe is not None:
-            print(f"{label} {fmt}: file {(work / f'model-{fmt}.gguf').stat().st_size / 1e6:.1f} MB, peak RSS "
-                  f"{probe['peak_rss'] / 2**20:.0f} MiB evaluating {probe['context']} tokens ({probe['seconds']:.0f} s)")
+        for mode in ("probe", "probe-nommap"):
+            probe = read_json(work / f"llama-{mode}-{fmt}.json")
+            if probe is not None:
+                how = "file mapped" if mode == "probe" else "file read, no mmap"
+                print(f"{label} {fmt}: file {(work / f'model-{fmt}.gguf').stat().st_size / 1e6:.1f} MB, peak RSS "
+                      f"{probe['peak_rss'] / 2**20:.0f} MiB evaluating {probe['context']} tokens, {how} "
+                      f"({probe['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

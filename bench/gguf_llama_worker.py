@@ -42,11 +42,11 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def load(model: str, n_ctx: int, logits_all: bool):
+def load(model: str, n_ctx: int, logits_all: bool, use_mmap: bool = True):
     from llama_cpp import Llama
 
     return Llama(model_path=model, n_ctx=n_ctx, n_batch=512, n_threads=os.cpu_count(),
-                 n_threads_batch=os.cpu_count(), logits_all=logits_all, verbose=False)
+                 n_threads_batch=os.cpu_count(), logits_all=logits_all, use_mmap=use_mmap, verbose=False)
 
 
 def log_softmax_nll(logits: np.ndarray, targets: np.ndarray) -> float:
@@ -93,12 +93,15 @@ def run_eval(model: str, inputs: dict, work: Path) -> dict:
             "peak_rss": peak_rss_bytes()}
 
 
-def run_probe(model: str, inputs: dict) -> dict:
+def run_probe(model: str, inputs: dict, use_mmap: bool) -> dict:
+    """Peak memory evaluating one context. With mmap the file's pages count in RSS as well
+    as the copies llama.cpp repacks for its CPU kernels; without, the file is read once
+    into the buffers the kernels use (the memory a device without spare page cache needs)."""
     row = inputs["rows"][0]
-    llm = load(model, len(row), logits_all=False)
+    llm = load(model, len(row), logits_all=False, use_mmap=use_mmap)
     t0 = time.perf_counter()
     llm.eval(row)
-    result = {"context": len(row), "seconds": time.perf_counter() - t0, "peak_rss": peak_rss_bytes()}
+    result = {"context": len(row), "seconds": time.perf_counter() - t0, "peak_rss": peak_rss_bytes(), "mmap": use_mmap}
     llm.close()
     return result
 
@@ -116,8 +119,8 @@ def main() -> None:
     inputs = json.loads((work / "inputs.json").read_text(encoding="utf-8"))
     if mode == "eval":
         result = run_eval(model, inputs, work)
-    elif mode == "probe":
-        result = run_probe(model, inputs)
+    elif mode in ("probe", "probe-nommap"):
+        result = run_probe(model, inputs, use_mmap=mode == "probe")
     elif mode == "baseline":
         import llama_cpp
 
