@@ -31,7 +31,6 @@ SPLIT_CAUSAL = _flash_cpu is not None and _flash_cpu_backward is not None
 MIN_LEN = 512  # below this the explicit mask is small and exact; the fused path barely helps
 SHORT_BLOCK = 512  # consecutive documents shorter than MIN_LEN are attended together up to this span
 _PARTS = {torch.bfloat16: 3, torch.float16: 2}  # low-precision parts that add up to an fp32 bias
-HEAD_ALIGN = 1  # augmented head sizes are padded with zero columns to a multiple of this
 
 
 def use_fused_alibi(q_len: int, has_segments: bool) -> bool:
@@ -69,7 +68,7 @@ def alibi_causal_attention(
 
 def _augment(q, k, v, slopes, scale, first: int, last: int):
     """q [B, H, n, D] at positions first.. plus the ALiBi columns; k, v over positions 0 .. last - 1."""
-    B, H, n, D = q.shape
+    B, H, n, _ = q.shape
     if q.dtype in _PARTS:
         bias = (slopes.float() / scale)[:, None] * torch.arange(-first, last - first, device=q.device)[None, :]
         k_extra = _split(bias, q.dtype).unsqueeze(0).expand(B, H, last, _PARTS[q.dtype])
@@ -78,10 +77,6 @@ def _augment(q, k, v, slopes, scale, first: int, last: int):
         q_extra = (slopes.to(q.dtype) / scale).view(1, H, 1, 1).expand(B, H, n, 1)
         k_extra = torch.arange(-first, last - first, device=q.device, dtype=q.dtype).view(1, 1, last, 1)
         k_extra = k_extra.expand(B, H, last, 1)
-    pad = -(D + q_extra.shape[-1]) % HEAD_ALIGN
-    if pad:  # zero columns up to an aligned head size, which the kernels handle faster
-        q_extra = torch.cat((q_extra, q_extra.new_zeros(B, H, n, pad)), dim=-1)
-        k_extra = torch.cat((k_extra, k_extra.new_zeros(B, H, last, pad)), dim=-1)
     q_aug = torch.cat((q, q_extra), dim=-1)
     k_aug = torch.cat((k[:, :, :last], k_extra), dim=-1)
     v_aug = torch.cat((v[:, :, :last], v.new_zeros(B, H, last, q_extra.shape[-1])), dim=-1)

@@ -38,11 +38,17 @@ def test_throughput_helper_prints_one_json_line_per_length_with_mfu(capsys):
     assert [r["attention"] for r in lines] == ["sdpa", "alibi"]  # explicit mask when short, mask-free when long
 
 
-def test_the_1_3b_shape_has_about_1_3_billion_parameters():
+def test_the_1_3b_model_is_btlm_3b_recipe_at_width_2048_with_its_parameter_count():
     helper = load_helper()
     with torch.device("meta"):
         model = helper.build("1.3b", torch.device("meta"))
-    assert 1.25e9 < model.num_parameters() < 1.35e9
+    c = model.config
+    assert (c.n_embd, c.n_layer, c.n_embd // c.n_head) == (2048, 24, 128)
+    assert (c.activation_function, c.position_embedding_type, c.vocab_size) == ("swiglu", "alibi", 50257)
+    # GPT-2 layout with biases everywhere, SwiGLU's two input matrices, tied output: counted by hand.
+    d, inner = c.n_embd, c.n_inner
+    layer = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + 2 * (d * inner + inner) + (inner * d + d)
+    assert model.num_parameters() == c.vocab_size * d + c.n_layer * layer + 2 * d == 1_311_545_328
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
