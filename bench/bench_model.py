@@ -117,7 +117,7 @@ def time_models(models, args, device, dtype) -> dict[str, list[float]]:
 def attention_only(args, device, dtype) -> dict[str, float]:
     """Attention forward+backward (ms): plain causal, ALiBi as an explicit mask, mask-free ALiBi,
     per-document ALiBi (documents of ``--doc-mean`` tokens on average), same shapes as the model."""
-    from model.attention import alibi_causal_attention, document_attention
+    from model.attention import alibi_causal_attention, document_attention, document_spans
     from model.positions import AlibiBias
 
     B, H, T, D = args.batch, args.n_head, args.seq_len, args.d_model // args.n_head
@@ -129,7 +129,7 @@ def attention_only(args, device, dtype) -> dict[str, float]:
     runs = {
         "sdpa causal": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale),
         "alibi mask-free": lambda: alibi_causal_attention(q, k, v, slopes, scale),
-        "alibi documents": lambda: document_attention(q, k, v, segments, slopes, scale),
+        "alibi documents": lambda: document_attention(q, k, v, document_spans(segments), slopes, scale),
     }
     if not args.skip_mask:
         mask = alibi.bias(T, 0, dtype)

@@ -153,17 +153,18 @@ def document_spans(segment_ids: torch.Tensor) -> list[list[int]]:
 
 
 def document_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segment_ids: torch.Tensor, slopes: torch.Tensor | None,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: list[list[int]], slopes: torch.Tensor | None,
     scale: float, dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    """Causal attention within each segment of ``segment_ids`` [B, T]; ALiBi when ``slopes`` [H] are given.
+    """Causal attention within each document of ``spans`` (``document_spans(segment_ids)``, computed once
+    per forward, not per layer); ALiBi when ``slopes`` [H] are given.
 
     Documents of MIN_LEN tokens or more run the mask-free kernels on their own slice; runs of
     shorter ones go together in blocks of up to SHORT_BLOCK tokens with an explicit mask.
     """
     B, H, T, D = q.shape
     rows = []
-    for b, starts in enumerate(document_spans(segment_ids)):
+    for b, starts in enumerate(spans):
         pieces = _pieces(starts)
         sizes = [e - s for s, e, _ in pieces]
         qs, ks, vs = (t[b : b + 1].split(sizes, dim=2) for t in (q, k, v))

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model import flex_attention
-from model.attention import alibi_causal_attention, document_attention, use_fused_alibi
+from model.attention import alibi_causal_attention, document_attention, document_spans, use_fused_alibi
 from model.config import BTLMConfig
 from model.positions import AlibiBias, Rotary
 from model.precision import compute_dtype
@@ -43,7 +43,7 @@ class AttentionContext:
     kernel: str = "sdpa"
     alibi_slopes: torch.Tensor | None = None  # [n_head], distance scaling included
     past_len: int = 0
-    segment_ids: torch.Tensor | None = None
+    document_spans: list[list[int]] | None = None  # per row: segment starts + [T] (the "documents" kernel)
     block_mask: object | None = None
 
 
@@ -91,7 +91,7 @@ class BTLMAttention(nn.Module):
         if ctx.kernel == "alibi":
             y = alibi_causal_attention(q, k, v, ctx.alibi_slopes, self.scale, dropout_p, ctx.past_len)
         elif ctx.kernel == "documents":
-            y = document_attention(q, k, v, ctx.segment_ids, ctx.alibi_slopes, self.scale, dropout_p)
+            y = document_attention(q, k, v, ctx.document_spans, ctx.alibi_slopes, self.scale, dropout_p)
         elif ctx.kernel == "flex":
             y = flex_attention.flex_attention(q, k, v, ctx.alibi_slopes, self.scale, ctx.block_mask)
         else:
@@ -203,7 +203,8 @@ class BTLMModel(nn.Module):
         if alibi and use_fused_alibi(T, segment_ids is not None):
             return AttentionContext(None, False, cos, sin, "alibi", slopes, past_len)
         if segment_ids is not None:
-            return AttentionContext(None, False, cos, sin, "documents", slopes, segment_ids=segment_ids)
+            return AttentionContext(None, False, cos, sin, "documents", slopes,
+                                    document_spans=document_spans(segment_ids))
         if alibi:
             mask = self.relative_pe.bias(T, past_len, dtype)  # ALiBi + causal, [1, H, T, past+T]
         elif past_len == 0:

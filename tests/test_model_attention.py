@@ -289,7 +289,7 @@ def test_fused_alibi_in_bf16_is_as_close_as_bf16_output_rounding():
 @pytest.mark.parametrize("dtype, tol, grad_tol", [(torch.float32, 2e-4, 2e-4), (torch.bfloat16, 2e-2, 5e-2)])
 def test_per_document_attention_matches_the_masked_reference(dtype, tol, grad_tol):
     """Long documents (own slices, several query chunks), runs of short ones (shared blocks), one token."""
-    from model.attention import CHUNK, MIN_LEN, document_attention
+    from model.attention import CHUNK, MIN_LEN, document_attention, document_spans
 
     B, H, T, D = 2, 2, CHUNK + 900, 16
     slopes = torch.tensor([2**-0.5, 2**-3])
@@ -299,10 +299,10 @@ def test_per_document_attention_matches_the_masked_reference(dtype, tol, grad_to
         for s in row[1:]:
             segments[b, s:] += 1
     q, k, v = random_qkv(B, H, T, D, 22, dtype)
-    assert_matches_reference(lambda q, k, v: document_attention(q, k, v, segments, slopes, 1 / D),
+    assert_matches_reference(lambda q, k, v: document_attention(q, k, v, document_spans(segments), slopes, 1 / D),
                              q, k, v, slopes, 1 / D, segments, tol=tol, grad_tol=grad_tol)
     q, k, v = random_qkv(B, H, T, D, 23, dtype)  # no ALiBi (rotary / learned positions): plain causal per document
-    assert_matches_reference(lambda q, k, v: document_attention(q, k, v, segments, None, 1 / D),
+    assert_matches_reference(lambda q, k, v: document_attention(q, k, v, document_spans(segments), None, 1 / D),
                              q, k, v, torch.zeros(H), 1 / D, segments, tol=tol, grad_tol=grad_tol)
 
 
