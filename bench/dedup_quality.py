@@ -90,7 +90,7 @@ def real_pairs(cleaned: list[str], min_j: float = 0.5) -> list[tuple[int, int, f
 
 
 def edit_copy(text: str, target: float, rng: random.Random) -> tuple[str, float]:
-    from tests.test_dedup import edit_to_jaccard
+    from tests.pipeline.test_dedup import edit_to_jaccard
 
     return edit_to_jaccard(text, target, rng)
 

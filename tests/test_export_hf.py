@@ -158,7 +158,7 @@ def gpt2_tokens(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["alibi", "rope", "rope_tied"])
 def test_init_from_an_export_continues_from_the_same_model(exported, gpt2_tokens, tmp_path, kind):
-    from tests.test_train_support import tiny_config
+    from tests.helpers.train_support import tiny_config
     from train.distributed import init_distributed
     from train.trainer import Trainer
 

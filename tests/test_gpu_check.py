@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from tests.test_train_support import REPO
+from tests.helpers.train_support import REPO
 
 
 def load_helper():

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.test_train_support import tiny_config, write_token_dir
+from tests.helpers.train_support import tiny_config, write_token_dir
 from train.data import ShardSet
 from train.distributed import init_distributed
 from train.evaluate import loss_by_position, validation_losses

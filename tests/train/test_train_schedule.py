@@ -51,7 +51,7 @@ def test_phases_keep_tokens_per_step_and_switch_at_the_fraction():
 
 def test_phase_fractions_must_sum_to_one(tmp_path):
     from common.config import ConfigError
-    from tests.test_train_support import tiny_config
+    from tests.helpers.train_support import tiny_config
 
     with pytest.raises(ConfigError, match="phase fractions must sum to 1"):
         tiny_config(tmp_path, tmp_path, phases=[{"seq_len": 64, "fraction": 0.5}])

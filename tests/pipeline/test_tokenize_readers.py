@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 
 from pipeline.shard_format import split_dir
-from tests.test_tokenize import SEQ_LENS, tokenize
-from tests.test_tokenize_data import write_corpus
+from tests.pipeline.test_tokenize import SEQ_LENS, tokenize
+from tests.pipeline.test_tokenize_data import write_corpus
 
 pytestmark = pytest.mark.slow
 

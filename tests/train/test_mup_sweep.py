@@ -7,7 +7,7 @@ import json
 import pytest
 
 from common.config import load_config
-from tests.test_train_support import TINY_MODEL, write_token_dir
+from tests.helpers.train_support import TINY_MODEL, write_token_dir
 from train.scaling.mup_sweep import main, summarize, trial_order
 from train.scaling.sweep_config import SweepConfig
 

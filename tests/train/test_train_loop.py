@@ -17,7 +17,7 @@ import yaml
 from safetensors.torch import load_file
 
 from common.config import to_dict
-from tests.test_train_support import REPO, tiny_config, write_token_dir
+from tests.helpers.train_support import REPO, tiny_config, write_token_dir
 from train.checkpoint import complete_checkpoints
 from train.distributed import init_distributed
 from train.metrics import read_metrics

@@ -14,7 +14,7 @@ from pipeline.lsh import band_keys, bucket_pairs, candidate_probability, optimal
 from pipeline.minhash import MinHasher, estimate_jaccard
 from pipeline.normalize import clean_text
 from pipeline.shingles import exact_jaccard
-from tests.test_dedup import edit_to_jaccard, real_documents
+from tests.pipeline.test_dedup import edit_to_jaccard, real_documents
 
 
 @pytest.mark.parametrize("threshold,weights", [(0.8, (0.5, 0.5)), (0.7, (0.5, 0.5)), (0.8, (0.1, 0.9))])

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.dedup import run_dedup
-from tests.test_dedup import _config, build_corpus, edit_to_jaccard, real_documents, write_jsonl_zst
+from tests.pipeline.test_dedup import _config, build_corpus, edit_to_jaccard, real_documents, write_jsonl_zst
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ from pipeline.tokenizer import (
     ranks_from_tokenizer_json,
     tiktoken_encoding,
 )
-from tests.test_tokenize_data import real_texts
+from tests.pipeline.test_tokenize_data import real_texts
 
 
 def ranks_file_bytes(ranks: dict[bytes, int]) -> bytes:

@@ -15,7 +15,7 @@ from pipeline.sample.__main__ import main
 from pipeline.sample.find import Candidate, family_key, glob_regex, order_candidates, tail_key
 from pipeline.sample.render import _strip_roff, render_info, render_man
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "data" / "sample.yaml"
 SOURCES = {"code", "licenses", "manpages", "docs"}
 

@@ -12,10 +12,10 @@ import pytest
 
 from pipeline.shard_format import split_dir
 from pipeline.stats import collect, render
-from tests.test_tokenize import SEQ_LENS, tokenize
-from tests.test_tokenize_data import write_corpus
+from tests.pipeline.test_tokenize import SEQ_LENS, tokenize
+from tests.pipeline.test_tokenize_data import write_corpus
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

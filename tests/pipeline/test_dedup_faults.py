@@ -20,9 +20,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.test_dedup import _config, _outputs, corpus  # noqa: F401  (corpus is a fixture)
+from tests.pipeline.test_dedup import _config, _outputs, corpus  # noqa: F401  (corpus is a fixture)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HOOK = REPO / "tests" / "fault_hook"
 ARGS = ["run.progress=false", "run.partitions=2", "run.num_cpus=2", "run.retries=2"]
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 
 from common.config import ConfigError, load_config, parse_overrides, stage_cli, to_json
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass

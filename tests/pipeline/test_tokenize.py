@@ -21,9 +21,9 @@ from pipeline import split as splitting
 from pipeline.shard_format import MANIFEST_NAME, check_metadata, read_metadata, shard_schema, split_dir
 from pipeline.tokenize import TokenizeConfig, run
 from pipeline.tokenizer import EOS_ID, Encoder, tokenizer_sha256
-from tests.test_tokenize_data import corpus_documents, write_corpus
+from tests.pipeline.test_tokenize_data import corpus_documents, write_corpus
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "data" / "tokenize.yaml"
 SEQ_LENS = (256, 1024)
 pytestmark = pytest.mark.slow

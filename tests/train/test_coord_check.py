@@ -9,7 +9,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from common.config import load_config
-from tests.test_train_support import EOS, REPO, write_split, write_token_dir
+from tests.helpers.train_support import EOS, REPO, write_split, write_token_dir
 from train.data import ShardError
 from train.scaling.coord_check import CoordCheckConfig, log_slope, main, real_tokens, verdict
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.shard_format import split_dir
-from tests.test_train_support import EOS, TOKENIZER_SHA, VOCAB, pack, real_documents, write_split
+from tests.helpers.train_support import EOS, TOKENIZER_SHA, VOCAB, pack, real_documents, write_split
 from train.data import PhaseStream, ShardError, ShardSet, TrainBatches, expected_metadata, open_shard_sets
 
 

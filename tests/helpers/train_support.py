@@ -13,7 +13,7 @@ import pyarrow as pa
 from common.config import load_config
 from pipeline.shard_format import FORMAT_VERSION, shard_name, shard_schema, split_dir
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EOS = 256  # byte ids 0..255, EOS after every document
 VOCAB = 257
 TOKENIZER_SHA = "0" * 63 + "b"

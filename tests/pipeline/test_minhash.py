@@ -11,7 +11,7 @@ import pytest
 from pipeline.minhash import MinHasher, _densify, _probe, estimate_jaccard
 from pipeline.normalize import clean_text
 from pipeline.shingles import exact_jaccard, jaccard, shingle_hashes, shingle_sets, shingle_strings
-from tests.test_dedup import edit_to_jaccard, real_documents
+from tests.pipeline.test_dedup import edit_to_jaccard, real_documents
 
 
 @pytest.fixture(scope="module")

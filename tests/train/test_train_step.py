@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from model import BTLMConfig, BTLMLMHeadModel
-from tests.test_train_support import TINY_MODEL, real_documents
+from tests.helpers.train_support import TINY_MODEL, real_documents
 from train.data import MicroBatch
 from train.schedule import lr_multiplier
 from train.step import LRSchedule, group_lr_scales, optimizer_step, set_group_lrs

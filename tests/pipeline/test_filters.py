@@ -26,7 +26,7 @@ from pipeline.filters import (
     short_rule,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 PROSE = """\
 The river had been rising for three days before anyone in the village thought to move

@@ -25,7 +25,7 @@ from train.scaling.collapse import CollapseConfig
 from train.scaling.coord_check import CoordCheckConfig
 from train.scaling.sweep_config import SweepConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 
 # Every shipped config file and the class it configures.

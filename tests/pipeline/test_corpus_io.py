@@ -23,7 +23,7 @@ from pipeline.corpus_io import (
     read_corpus,
 )
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 BAD = DATA / "bad"
 EXPECTED = json.loads((DATA / "bad_expected.json").read_text(encoding="utf-8"))
 
