@@ -116,12 +116,12 @@ def run_job(corpus: Path, out: Path, overrides: list[str]) -> dict[str, str]:
     import pyarrow.parquet as pq
 
     from common.config import load_config
-    from pipeline.dedup import DedupStageConfig, run_dedup
+    from pipeline.dedup import DedupStageConfig, run
 
     if out.exists():
         shutil.rmtree(out)
     cfg = load_config(DedupStageConfig, REPO / "configs/data/slimpajama.yaml", [f"input={corpus}", f"output={out}", "run.progress=false", *overrides])
-    run_dedup(cfg)
+    run(cfg)
     group = {}
     for row in pq.read_table(out / "ledger.parquet", columns=["id", "status", "kept_id"]).to_pylist():
         if row["kept_id"] is not None:

@@ -28,8 +28,6 @@ import numpy as np
 
 from pipeline.normalize import clean_text
 
-RULES = ("short", "gopher_quality", "gopher_repetition", "c4")
-
 # --- settings (the values in configs/data/*.yaml; the defaults mirror them) --------
 
 
@@ -317,29 +315,50 @@ def reason_group(reason: Optional[str]) -> Optional[str]:
     return "short" if reason == "short" else "quality"
 
 
+class _Document:
+    """One document as the rules see it: the cleaned text and the word split are
+    computed once, when a rule first needs them."""
+
+    def __init__(self, text: str, cleaned: Optional[str] = None):
+        self.text = text
+        self._cleaned = cleaned
+        self._words: Optional[list[str]] = None
+
+    @property
+    def cleaned(self) -> str:
+        if self._cleaned is None:
+            self._cleaned = clean_text(self.text)
+        return self._cleaned
+
+    @property
+    def words(self) -> list[str]:
+        if self._words is None:
+            self._words = self.text.split()
+        return self._words
+
+
+# Rule name (as written in filters.default / filters.per_source) -> the rule on a
+# document with its settings. A new rule is one entry here; FilterConfig rejects a
+# name that has none.
+RULES: dict[str, Callable[[_Document, FilterConfig], Optional[str]]] = {
+    "short": lambda doc, cfg: short_rule(doc.text, cfg.short, doc.cleaned),
+    "gopher_quality": lambda doc, cfg: gopher_quality_rule(doc.text, cfg.gopher_quality, doc.words, doc.cleaned),
+    "gopher_repetition": lambda doc, cfg: gopher_repetition_rule(doc.text, cfg.gopher_repetition, doc.words),
+    "c4": lambda doc, cfg: c4_rule(doc.text, cfg.c4),
+}
+
+
 class _SourceFilter:
-    """The rules of one source; the cleaned text and the word split are computed once,
-    when a rule first needs them."""
+    """The rules of one source, in order; the first reason wins."""
 
     def __init__(self, cfg: FilterConfig, rules: list[str]):
         self.cfg = cfg
-        self.rules = tuple(rules)
+        self.rules = tuple(RULES[name] for name in rules)  # names were checked by FilterConfig
 
     def __call__(self, text: str, cleaned: Optional[str] = None) -> Optional[str]:
-        words = None
+        doc = _Document(text, cleaned)
         for rule in self.rules:
-            if rule in ("short", "gopher_quality") and cleaned is None:
-                cleaned = clean_text(text)
-            if rule in ("gopher_quality", "gopher_repetition") and words is None:
-                words = text.split()
-            if rule == "short":
-                reason = short_rule(text, self.cfg.short, cleaned)
-            elif rule == "gopher_quality":
-                reason = gopher_quality_rule(text, self.cfg.gopher_quality, words, cleaned)
-            elif rule == "gopher_repetition":
-                reason = gopher_repetition_rule(text, self.cfg.gopher_repetition, words)
-            else:
-                reason = c4_rule(text, self.cfg.c4)
+            reason = rule(doc, self.cfg)
             if reason is not None:
                 return reason
         return None

@@ -28,7 +28,7 @@ def ray_session():
 def sample_corpus(tmp_path_factory) -> Path:
     """A small real corpus (~400 KB, four sources) built by pipeline.sample."""
     from common.config import load_config
-    from pipeline.sample import SampleConfig, build
+    from pipeline.sample import SampleConfig, run
 
     out = tmp_path_factory.mktemp("sample") / "corpus"
     cfg = load_config(
@@ -36,7 +36,7 @@ def sample_corpus(tmp_path_factory) -> Path:
         REPO / "configs" / "data" / "sample.yaml",
         [f"output={out}", "max_total_bytes=400000", "chunk_bytes=60000"],
     )
-    build(cfg)
+    run(cfg)
     return out
 
 

@@ -22,7 +22,7 @@ Paths of every file live in layout.py, settings in config.py.
 """
 
 from pipeline.dedup.config import DedupStageConfig, band_layout
-from pipeline.dedup.driver import run_dedup
+from pipeline.dedup.driver import run
 from pipeline.dedup.write import chunk_prefixes
 
-__all__ = ["DedupStageConfig", "band_layout", "chunk_prefixes", "run_dedup"]
+__all__ = ["DedupStageConfig", "band_layout", "chunk_prefixes", "run"]

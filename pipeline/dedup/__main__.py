@@ -2,7 +2,7 @@
 
 from common.config import stage_cli
 from pipeline.dedup.config import DEFAULT_CONFIG, DedupStageConfig
-from pipeline.dedup.driver import run_dedup
+from pipeline.dedup.driver import run
 from pipeline.kernel import TaskFailed
 
 
@@ -10,7 +10,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg, _ = stage_cli(DedupStageConfig, "Normalize, filter and MinHash-LSH deduplicate a corpus.", DEFAULT_CONFIG,
                        argv, prog="python -m pipeline.dedup")
     try:
-        run_dedup(cfg)
+        run(cfg)
     except (TaskFailed, FileNotFoundError) as exc:
         raise SystemExit(f"python -m pipeline.dedup: error: {exc}") from None
 

@@ -28,12 +28,11 @@ from pipeline.dedup.reference import ReferenceIndex, load_reference_file, open_r
 from pipeline.dedup.report import build_report, format_table, write_ledger, write_quarantine
 from pipeline.dedup.verify import shingles_file, verify_partition
 from pipeline.dedup.write import chunk_prefixes, write_file
-from pipeline.kernel import Stage, StopAfter, Task, TaskRunner, digest, file_fingerprint, file_key
+from pipeline.kernel import Stage, Task, TaskRunner, digest, file_fingerprint, file_key
 
 
-def run_dedup(cfg: DedupStageConfig, stop_after: str | None = None) -> dict:
-    """Run (or resume) the stage; returns the report. ``stop_after`` ends the run after
-    that step (tests use it to interrupt a job)."""
+def run(cfg: DedupStageConfig) -> dict:
+    """Run (or resume) the stage; returns the report."""
     files = list_source_files(cfg.input)
     if not files:
         raise FileNotFoundError(f"no corpus files (.jsonl, .jsonl.zst, .parquet) under {cfg.input}")
@@ -48,13 +47,10 @@ def run_dedup(cfg: DedupStageConfig, stop_after: str | None = None) -> dict:
         print(format_table(report["sources"]))
         return report
     stage.begin()
-    runner = TaskRunner.from_config(stage, cfg.run, stop_after)
+    runner = TaskRunner.from_config(stage, cfg.run)
     started, cpu_started = time.time(), time.process_time()
     layout = Layout(stage.work, len(reference.parts) if reference is not None else 0)
-    try:
-        counts, offsets, candidates = _run_steps(cfg, runner, layout, files, inputs, reference)
-    except StopAfter:
-        return {}
+    counts, offsets, candidates = _run_steps(cfg, runner, layout, files, inputs, reference)
     report = _write_outputs(cfg, stage, layout, files, counts, offsets, candidates)
     _print_timing(runner, report, stage, started, cpu_started)
     return report

@@ -9,14 +9,14 @@ outputs by renaming them into place and writes ``manifest.json`` last.
 - ``Stage`` (stage.py): the output folder, the work folder and its markers, publishing,
   the manifest.
 - ``TaskRunner`` / ``Task`` (runner.py): one step's tasks on Ray, with a progress bar,
-  CPU timing, resume, ``stop_after`` for tests and retries.
+  CPU timing, resume and retries.
 - ``RunConfig`` (run_config.py): the ``run`` section every stage shares.
 - ``init_ray`` (ray_runtime.py): an embedded local Ray, or the cluster at RAY_ADDRESS.
 """
 
 from pipeline.kernel.ray_runtime import init_ray
 from pipeline.kernel.run_config import RunConfig
-from pipeline.kernel.runner import StopAfter, Task, TaskFailed, TaskRunner
+from pipeline.kernel.runner import Task, TaskFailed, TaskRunner
 from pipeline.kernel.stage import Stage, digest, file_fingerprint, file_key
 
-__all__ = ["RunConfig", "Stage", "StopAfter", "Task", "TaskFailed", "TaskRunner", "digest", "file_fingerprint", "file_key", "init_ray"]
+__all__ = ["RunConfig", "Stage", "Task", "TaskFailed", "TaskRunner", "digest", "file_fingerprint", "file_key", "init_ray"]

@@ -46,10 +46,6 @@ class Task:
     fingerprint: Any = None  # JSON-able facts the result depends on beyond the step's settings
 
 
-class StopAfter(Exception):
-    """Raised after the step named by ``stop_after`` finished (tests stop jobs mid-way)."""
-
-
 class TaskFailed(RuntimeError):
     """A task still failed after its retries; the message names step, task, input and error."""
 
@@ -68,20 +64,19 @@ def _plain(value: Any) -> Any:
 
 class TaskRunner:
     def __init__(self, stage: Stage, num_cpus: int | None = None, progress: bool = True, retries: int = 3,
-                 stop_after: str | None = None, max_in_flight: int | None = None):
+                 max_in_flight: int | None = None):
         init_ray(num_cpus)
         self.stage = stage
         self.progress = progress
         self.retries = retries
-        self.stop_after = stop_after
         self.max_in_flight = max_in_flight
         self.upstream = ""  # identity of the step run last: every later step depends on it
         self.timings: dict[str, tuple[float, float]] = {}  # step -> (wall, CPU seconds) of steps that ran
         self.reused: dict[str, int] = {}  # step -> tasks whose earlier result was reused
 
     @classmethod
-    def from_config(cls, stage: Stage, run: RunConfig, stop_after: str | None = None) -> "TaskRunner":
-        return cls(stage, run.num_cpus, run.progress, run.retries, stop_after)
+    def from_config(cls, stage: Stage, run: RunConfig) -> "TaskRunner":
+        return cls(stage, run.num_cpus, run.progress, run.retries)
 
     @staticmethod
     def share(value: Any) -> Any:
@@ -112,8 +107,6 @@ class TaskRunner:
             write_json(folder / DONE, {"step": step, "identity": identity})
             self.timings[step] = (time.time() - start, cpu)
         self.upstream = identity
-        if self.stop_after == step:
-            raise StopAfter(step)
         return results
 
     def _submit(self, step: str, fn: Callable, tasks: list[Task], todo: list[int], results: list[Any],

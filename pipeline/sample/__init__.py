@@ -16,7 +16,7 @@ written last. Modules: config.py (settings), find.py (which files, in which orde
 render.py (a file as text), build.py (the stage on the kernel).
 """
 
-from pipeline.sample.build import build, format_table
+from pipeline.sample.build import format_table, run
 from pipeline.sample.config import DEFAULT_CONFIG, SampleConfig
 
-__all__ = ["DEFAULT_CONFIG", "SampleConfig", "build", "format_table"]
+__all__ = ["DEFAULT_CONFIG", "SampleConfig", "format_table", "run"]

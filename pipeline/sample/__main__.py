@@ -2,7 +2,7 @@
 
 from common.config import stage_cli
 from pipeline.kernel import TaskFailed
-from pipeline.sample.build import MANIFEST, build, format_table
+from pipeline.sample.build import MANIFEST, format_table, run
 from pipeline.sample.config import DEFAULT_CONFIG, SampleConfig
 
 
@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m pipeline.sample",
     )
     try:
-        manifest = build(cfg)
+        manifest = run(cfg)
     except (TaskFailed, FileNotFoundError) as exc:
         raise SystemExit(f"python -m pipeline.sample: error: {exc}") from None
     print(format_table(manifest))

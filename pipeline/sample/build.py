@@ -87,7 +87,7 @@ def build_source(cfg: SampleConfig, name: str, out_dir: Path) -> dict:
     return asdict(stats)
 
 
-def build(cfg: SampleConfig) -> dict:
+def run(cfg: SampleConfig) -> dict:
     """Build the corpus at ``cfg.output``; returns the manifest.
 
     The machine's files cannot be fingerprinted cheaply, so every run builds the corpus

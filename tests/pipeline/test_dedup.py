@@ -18,6 +18,7 @@ import zstandard
 
 from pipeline.normalize import clean_text
 from pipeline.shingles import exact_jaccard
+from tests.helpers.interrupt import interrupted_after
 
 
 def real_documents(count: int, min_chars: int = 1500, max_chars: int = 12000, skip: int = 0) -> list[str]:
@@ -138,11 +139,11 @@ def corpus(tmp_path_factory) -> tuple[Path, dict]:
 def test_dedup_end_to_end(ray_session, corpus, tmp_path):
     import pyarrow.parquet as pq
 
-    from pipeline.dedup import run_dedup
+    from pipeline import dedup
     from pipeline.normalize import normalize_text
 
     root, planted = corpus
-    report = run_dedup(_config(root, tmp_path / "out"))
+    report = dedup.run(_config(root, tmp_path / "out"))
     out = tmp_path / "out"
     ledger = {r["id"]: r for r in pq.read_table(out / "ledger.parquet").to_pylist()}
     # one ledger row per input record (49 lines, one of them bad JSON)
@@ -186,25 +187,28 @@ def test_dedup_end_to_end(ray_session, corpus, tmp_path):
 def test_resume_after_interruption_gives_identical_outputs(ray_session, corpus, tmp_path):
     import shutil
 
-    from pipeline.dedup import run_dedup
+    from pipeline import dedup
 
     root, _ = corpus
     out = tmp_path / "out"
-    run_dedup(_config(root, out))
+    dedup.run(_config(root, out))
     reference = _outputs(out)
     shutil.rmtree(out)
     # stopped after a sub-stage, then again half-way through a later one
-    run_dedup(_config(root, out), stop_after="exact")
+    with interrupted_after("exact"):
+        dedup.run(_config(root, out))
     assert not (out / "manifest.json").exists()
-    run_dedup(_config(root, out), stop_after="bands")
+    with interrupted_after("bands"):
+        dedup.run(_config(root, out))
     bands = out / "_work" / "bands"
     (bands / "DONE").unlink()  # as if killed mid-step:
     next(bands.glob("*.done.json")).unlink()  # one task's output written, its record not
     for done in bands.glob("*.npz"):
         done.with_name(done.name + ".123.tmp").write_bytes(b"partial")  # stray temporaries
-    run_dedup(_config(root, out), stop_after="write")
+    with interrupted_after("write"):
+        dedup.run(_config(root, out))
     assert not (out / "manifest.json").exists()
-    run_dedup(_config(root, out))
+    dedup.run(_config(root, out))
     assert _outputs(out) == reference
 
 
@@ -212,14 +216,14 @@ def test_resume_after_interruption_gives_identical_outputs(ray_session, corpus, 
 def test_outputs_do_not_depend_on_partitions_or_batches(ray_session, corpus, tmp_path):
     import shutil
 
-    from pipeline.dedup import run_dedup
+    from pipeline import dedup
 
     root, _ = corpus
     out = tmp_path / "out"
-    run_dedup(_config(root, out, **{"run.partitions": 1, "run.batch_docs": 3}))
+    dedup.run(_config(root, out, **{"run.partitions": 1, "run.batch_docs": 3}))
     first = _outputs(out)
     shutil.rmtree(out)
-    run_dedup(_config(root, out, **{"run.partitions": 7, "run.batch_docs": 1000, "run.chunk_bytes": 1 << 30}))
+    dedup.run(_config(root, out, **{"run.partitions": 7, "run.batch_docs": 1000, "run.chunk_bytes": 1 << 30}))
     assert _outputs(out) == first
 
 
@@ -234,11 +238,11 @@ def test_killed_run_resumes_to_identical_outputs(ray_session, corpus, tmp_path):
     import sys
     import time
 
-    from pipeline.dedup import run_dedup
+    from pipeline import dedup
 
     root, _ = corpus
     out = tmp_path / "out"
-    run_dedup(_config(root, out))
+    dedup.run(_config(root, out))
     reference = _outputs(out)
     shutil.rmtree(out)
     env = {**os.environ, "RAY_ADDRESS": ""}
@@ -253,7 +257,7 @@ def test_killed_run_resumes_to_identical_outputs(ray_session, corpus, tmp_path):
     proc.send_signal(signal.SIGINT)  # Ctrl-C: the process stops mid-job
     proc.wait(timeout=60)
     assert not (out / "manifest.json").exists()
-    run_dedup(_config(root, out))
+    dedup.run(_config(root, out))
     assert _outputs(out) == reference
 
 
@@ -261,11 +265,11 @@ def test_killed_run_resumes_to_identical_outputs(ray_session, corpus, tmp_path):
 def test_keep_rule_source_priority_and_estimate_verification(ray_session, corpus, tmp_path):
     import pyarrow.parquet as pq
 
-    from pipeline.dedup import run_dedup
+    from pipeline import dedup
 
     root, planted = corpus
     out = tmp_path / "out"
-    run_dedup(_config(root, out, **{"duplicates.keep": "source_priority", "duplicates.source_priority": "[RedPajamaBeta]", "lsh.verify": "estimate"}))
+    dedup.run(_config(root, out, **{"duplicates.keep": "source_priority", "duplicates.source_priority": "[RedPajamaBeta]", "lsh.verify": "estimate"}))
     ledger = {r["id"]: r for r in pq.read_table(out / "ledger.parquet").to_pylist()}
     first, beta_copy, alpha_copy = planted["exact"][0]
     assert ledger[beta_copy]["status"] == "kept"  # the preferred source wins the cluster

@@ -65,11 +65,11 @@ def _end_session(job: subprocess.Popen) -> None:
 def reference(ray_session, corpus, tmp_path_factory):  # noqa: F811
     """Outputs of an uninterrupted run, and the folder every faulty run writes to (the
     manifest names its output folder, so all runs share one)."""
-    from pipeline.dedup import run_dedup
+    from pipeline import dedup
 
     root, _ = corpus
     out = tmp_path_factory.mktemp("faults") / "out"
-    run_dedup(_config(root, out))  # outputs do not depend on partitions or CPUs
+    dedup.run(_config(root, out))  # outputs do not depend on partitions or CPUs
     return out, _outputs(out)
 
 

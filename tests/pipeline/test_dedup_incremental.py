@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.dedup import run_dedup
+from pipeline import dedup
 from tests.pipeline.test_dedup import _config, build_corpus, edit_to_jaccard, real_documents, write_jsonl_zst
 
 pytestmark = pytest.mark.slow
@@ -65,18 +65,18 @@ def test_incremental_run_equals_one_run_over_reference_and_new(ray_session, tmp_
     old_root, new_root, joint_root = tmp_path / "old", tmp_path / "new", tmp_path / "joint"
     build_corpus(old_root)
     reference = tmp_path / "reference"
-    run_dedup(_config(old_root, reference))
+    dedup.run(_config(old_root, reference))
     old_ledger = _ledger(reference)
     _new_corpus(new_root, old_ledger)
 
     incremental = tmp_path / "incremental"
-    report = run_dedup(_config(new_root, incremental, reference=str(reference)))
+    report = dedup.run(_config(new_root, incremental, reference=str(reference)))
     # One run over the reference's cleaned corpus and the new corpus: the reference's
     # folders sort first, so under keep=smallest_id its documents win every cluster.
     shutil.copytree(reference / "corpus", joint_root)
     shutil.copytree(new_root / "gamma", joint_root / "gamma")
     joint = tmp_path / "joint-out"
-    run_dedup(_config(joint_root, joint))
+    dedup.run(_config(joint_root, joint))
 
     inc, both, names = _ledger(incremental), _ledger(joint), _original_ids(reference)
     assert all(r["status"] == "kept" for i, r in both.items() if not i.startswith("gamma/"))  # none removed
@@ -103,8 +103,8 @@ def test_incremental_run_equals_one_run_over_reference_and_new(ray_session, tmp_
 
 def test_reference_with_other_minhash_settings_is_refused(ray_session, tmp_path):
     build_corpus(tmp_path / "old")
-    run_dedup(_config(tmp_path / "old", tmp_path / "reference"))
+    dedup.run(_config(tmp_path / "old", tmp_path / "reference"))
     with pytest.raises(ValueError, match="minhash"):
-        run_dedup(_config(tmp_path / "old", tmp_path / "again", reference=str(tmp_path / "reference"), **{"minhash.ngram": 5}))
+        dedup.run(_config(tmp_path / "old", tmp_path / "again", reference=str(tmp_path / "reference"), **{"minhash.ngram": 5}))
     with pytest.raises(FileNotFoundError, match="not a finished dedup output"):
-        run_dedup(_config(tmp_path / "old", tmp_path / "again", reference=str(tmp_path / "old")))
+        dedup.run(_config(tmp_path / "old", tmp_path / "again", reference=str(tmp_path / "old")))

@@ -252,6 +252,40 @@ def test_config_rejects_unknown_rule(tmp_path):
         _load(REPO / "configs/data/slimpajama.yaml", ["filters.short.min_char=5"])
 
 
+def test_each_rule_name_runs_its_own_rule():
+    # A rule alone gives no reason or its own; each rejects its text. A name dispatched
+    # to another rule (or to a fall-through default) would name another reason.
+    rejected_by = {
+        "short": "tiny",
+        "gopher_quality": " ".join(word * 3 for word in PROSE.split()),  # words three times too long
+        "gopher_repetition": "\n".join([PROSE.split("\n")[0]] * 12),
+        "c4": PROSE + "\nLorem ipsum dolor sit amet.",
+    }
+    assert sorted(rejected_by) == sorted(filters.RULES)
+    for name, text in rejected_by.items():
+        for rule in filters.RULES:
+            reason = build_filter(FilterConfig(default=[rule]))(text, "web")
+            assert reason is None or reason.split(":")[0] == rule, (name, rule, reason)
+            assert reason is not None or rule != name, name
+
+
+def test_an_unknown_rule_is_a_config_error_before_the_job_starts(tmp_path, capsys):
+    from pipeline.dedup.__main__ import main
+
+    config = tmp_path / "dedup.yaml"
+    config.write_text(f"base: {REPO / 'configs/data/slimpajama.yaml'}\nfilters:\n  per_source:\n    web: [short, c5]\n")
+    with pytest.raises(ConfigError, match=r"filters.per_source.web: unknown rule 'c5' \(known rules: short, gopher_quality"):
+        _load(config)
+    with pytest.raises(SystemExit) as stopped:
+        main(["--config", str(config), f"input={tmp_path / 'corpus'}", f"output={tmp_path / 'out'}"])
+    assert stopped.value.code == 2 and "unknown rule 'c5'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # stopped at config load: no stage folder, no Ray
+    unchecked = FilterConfig()
+    unchecked.default = ["c5"]  # changed after validation: still never another rule
+    with pytest.raises(KeyError, match="c5"):
+        build_filter(unchecked)
+
+
 def test_line_and_letter_counts_match_plain_python():
     texts = _real_texts(40) + ["\u2022 a\n - b\n\n  \nc...\nd\u2026  \n...e", "", "x"]
     bullets = filters._bullet_line(("\u2022", "-"))

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from common.atomic import write_text
-from pipeline.kernel import Stage, StopAfter, Task, TaskFailed, TaskRunner
+from pipeline.kernel import Stage, Task, TaskFailed, TaskRunner
+from tests.helpers.interrupt import interrupted_after
 
 
 def square(folder: str, x: int) -> dict:
@@ -27,8 +28,8 @@ def _calls(folder: Path) -> int:
     return len(list((folder / "calls").iterdir())) if (folder / "calls").exists() else 0
 
 
-def _run(stage: Stage, settings, values, fingerprints=None, stop_after=None, extra_step=False):
-    runner = TaskRunner(stage, progress=False, retries=0, stop_after=stop_after)
+def _run(stage: Stage, settings, values, fingerprints=None, extra_step=False):
+    runner = TaskRunner(stage, progress=False, retries=0)
     folder = stage.step_dir("square")
     tasks = [Task(f"x{v}", (str(folder), v), f"value {v}", (fingerprints or {}).get(v)) for v in values]
     results = runner.run("square", square, tasks, settings)
@@ -74,12 +75,14 @@ def test_a_changed_fingerprint_reruns_only_its_task(ray_session, tmp_path):
     assert runner.reused == {"square": 2, "later": 0}  # the input of one task changed: it and what follows
 
 
-def test_stop_after_and_failures_name_the_task(ray_session, tmp_path):
+def test_an_interrupted_stage_resumes_after_its_last_step_and_failures_name_the_task(ray_session, tmp_path):
     stage = Stage("demo", tmp_path / "out", {}, inputs=[], outputs=[])
     stage.begin()
-    with pytest.raises(StopAfter):
-        _run(stage, {}, [1], stop_after="square", extra_step=True)
+    with interrupted_after("square"):
+        _run(stage, {}, [1], extra_step=True)
     assert not (stage.work / "later").exists()
+    _, runner = _run(stage, {}, [1], extra_step=True)
+    assert runner.reused == {"square": 1, "later": 0}  # the finished step is not run again
     runner = TaskRunner(stage, progress=False, retries=1)
     with pytest.raises(TaskFailed, match=r"demo step 'bad': task t7 \(input seven\) failed .*ValueError: bad value 7"):
         runner.run("bad", broken, [Task("t7", (7,), "input seven")], {})

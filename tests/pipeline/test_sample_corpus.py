@@ -10,7 +10,7 @@ import pytest
 
 from common.config import load_config
 from pipeline.corpus_io import Document, read_corpus
-from pipeline.sample import SampleConfig, build, format_table
+from pipeline.sample import SampleConfig, format_table, run
 from pipeline.sample.__main__ import main
 from pipeline.sample.find import Candidate, family_key, glob_regex, order_candidates, tail_key
 from pipeline.sample.render import _strip_roff, render_info, render_man
@@ -32,7 +32,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("sample") / "corpus"
     cfg = tiny_config(out)
-    manifest = build(cfg)
+    manifest = run(cfg)
     return cfg, out, manifest, snapshot(out)
 
 
@@ -100,7 +100,7 @@ def test_manifest_has_no_machine_paths_or_times(built):
 @pytest.mark.slow
 def test_rebuild_is_byte_identical(built):
     cfg, out, _, first = built
-    build(cfg)  # replaces the earlier build in place
+    run(cfg)  # replaces the earlier build in place
     assert snapshot(out) == first
 
 
@@ -109,7 +109,7 @@ def test_refuses_to_replace_a_foreign_folder(tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("not a corpus")
     with pytest.raises(SystemExit, match="not replacing"):
-        build(tiny_config(out, total=10_000))
+        run(tiny_config(out, total=10_000))
     assert (out / "notes.txt").read_text() == "not a corpus"
 
 
