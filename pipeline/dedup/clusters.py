@@ -17,8 +17,6 @@ the rounds), never an array over all documents:
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
 from pipeline.components import (
@@ -34,7 +32,7 @@ from pipeline.dedup.candidates import near_edges
 from pipeline.dedup.config import DedupStageConfig
 from pipeline.dedup.layout import Layout, file_of, load_npy, load_npz, part_key, save_npy, save_npz
 from pipeline.dedup.prepare import STATUS_CODES
-from pipeline.kernel import Task, file_key
+from pipeline.dedup.steps import INPUTS, PARTITIONS, Step, Steps
 
 LABELS = "labels-"  # prefix of the label arrays in a large-star file
 
@@ -114,25 +112,19 @@ def cluster_file(cfg: DedupStageConfig, layout: Layout, f: int, offsets: np.ndar
     return {"removed": int(removed.sum())}
 
 
-def run_components(step: Callable, cfg: DedupStageConfig, layout: Layout, offsets: np.ndarray,
-                   files: int, reference_files: int = 0) -> None:
-    """All steps of the components stage, on the runner's ``step`` function. Reference
-    documents (incremental dedup) are the first ``reference_files`` of ``files``; only
-    the others get cluster arrays (only they are written)."""
-
-    def per_partition(*args) -> list[Task]:
-        return [Task(part_key(p), (cfg, layout, p, *args)) for p in range(cfg.run.partitions)]
-
-    step("route", route_edges, per_partition())
+def run_components(steps: Steps, offsets: np.ndarray) -> None:
+    """All steps of the components stage. Only input files (not a reference's parts)
+    get cluster arrays: only they are written."""
+    steps(Step("route", route_edges, PARTITIONS))
     source = "route"
     for r in range(MAX_ROUNDS):
         large = f"r{r:02d}-large"
-        results = step(large, large_round, per_partition(source, large))
+        results = steps(Step(large, large_round, PARTITIONS, (source, large)))
         if all(res["star"] for res in results):
             break
         source = f"r{r:02d}-small"
-        step(source, small_round, per_partition(large, source))
+        steps(Step(source, small_round, PARTITIONS, (large, source)))
     else:
         raise RuntimeError(f"dedup: connected components did not converge in {MAX_ROUNDS} rounds")
-    step("keep", keep_partition, per_partition(large, offsets, reference_files))
-    step("clusters", cluster_file, [Task(file_key(f), (cfg, layout, f, offsets)) for f in range(reference_files, files)])
+    steps(Step("keep", keep_partition, PARTITIONS, (large, offsets, len(steps.reference_parts))))
+    steps(Step("clusters", cluster_file, INPUTS, (offsets,)))

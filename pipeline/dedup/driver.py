@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +21,14 @@ from pipeline.dedup.candidates import bands_file, lsh_partition
 from pipeline.dedup.clusters import run_components
 from pipeline.dedup.config import DedupStageConfig, band_layout, content_settings, with_partitions, work_settings
 from pipeline.dedup.exact import exact_partition
-from pipeline.dedup.layout import CORPUS, INDEX, LEDGER, OUTPUTS, QUARANTINE, REPORT, Layout, part_key
+from pipeline.dedup.layout import CORPUS, INDEX, LEDGER, OUTPUTS, QUARANTINE, REPORT, Layout
 from pipeline.dedup.prepare import file_offsets, prepare_file
 from pipeline.dedup.reference import ReferenceIndex, load_reference_file, open_reference, write_index_manifest
 from pipeline.dedup.report import build_report, format_table, write_ledger, write_quarantine
+from pipeline.dedup.steps import FILES, INPUTS, PARTITIONS, REFERENCE, Step, Steps
 from pipeline.dedup.verify import shingles_file, verify_partition
 from pipeline.dedup.write import chunk_prefixes, write_file
-from pipeline.kernel import Stage, Task, TaskRunner, digest, file_fingerprint, file_key
+from pipeline.kernel import Stage, TaskRunner, digest, file_fingerprint
 
 
 def run(cfg: DedupStageConfig) -> dict:
@@ -60,38 +60,30 @@ def _run_steps(cfg: DedupStageConfig, runner: TaskRunner, layout: Layout, files:
                inputs: list[dict], reference: ReferenceIndex | None) -> tuple[list[dict], np.ndarray, tuple[int, int]]:
     """The steps in order; returns the write step's counts per input file, the file
     offsets and (candidate pairs, verified pairs). File numbers: the reference's index
-    parts first (none without a reference), then the input files (``new``)."""
-    step = partial(runner.run, settings=work_settings(cfg))
+    parts first (none without a reference), then the input files."""
     refs = reference.parts if reference is not None else []
-    R, new = len(refs), range(len(refs), len(refs) + len(files))
-    every = range(R + len(files))
-
-    def per_file(numbers, args) -> list[Task]:
-        return [Task(file_key(f), args(f), str(refs[f]) if f < R else files[f - R].label) for f in numbers]
-
-    counts = step("reference", load_reference_file, per_file(range(R), lambda f: (cfg, layout, f, refs[f]))) if R else []
-    prepared = step("prepare", prepare_file, [Task(file_key(f), (cfg, layout, f, files[f - R]), files[f - R].label,
-                                                   inputs[f - R]) for f in new])
+    steps = Steps(runner, cfg, layout, refs, files, inputs)
+    counts = steps(Step("reference", load_reference_file, REFERENCE, lambda f: (refs[f],))) if refs else []
+    prepared = steps(Step("prepare", prepare_file, INPUTS, lambda f: (steps.source(f),), reads_input=True))
     offsets = file_offsets([r["docs"] for r in counts + prepared])
-    per_partition = [Task(part_key(p), (cfg, layout, p, offsets)) for p in range(cfg.run.partitions)]
     if cfg.duplicates.exact:
-        step("exact", exact_partition, per_partition)
+        steps(Step("exact", exact_partition, PARTITIONS, (offsets,)))
     candidates = verified = []
     if cfg.duplicates.near:
-        step("bands", bands_file, per_file(every, lambda f: (cfg, layout, f, offsets)))
-        candidates = verified = step("lsh", lsh_partition, per_partition)
+        steps(Step("bands", bands_file, FILES, (offsets,)))
+        candidates = verified = steps(Step("lsh", lsh_partition, PARTITIONS, (offsets,)))
         if cfg.lsh.verify == "exact":
 
             def texts(f: int) -> tuple[str, str] | None:  # where a reference file's texts are
-                return (str(reference.corpus), str(refs[f])) if f < R else None
+                return (str(reference.corpus), str(refs[f])) if f < len(refs) else None
 
-            step("shingles", shingles_file, per_file(every, lambda f: (cfg, layout, f, offsets, texts(f))))
-            verified = step("verify", verify_partition, per_partition)
-    run_components(step, cfg, layout, offsets, files=R + len(files), reference_files=R)
+            steps(Step("shingles", shingles_file, FILES, lambda f: (offsets, texts(f))))
+            verified = steps(Step("verify", verify_partition, PARTITIONS, (offsets,)))
+    run_components(steps, offsets)
     names = [*refs, *(sf.label for sf in files)]  # how documents are named in kept_id
     prefixes = chunk_prefixes(files)
-    counts = step("write", write_file,
-                  per_file(new, lambda f: (cfg, layout, f, files[f - R], offsets, names, prefixes[f - R])))
+    counts = steps(Step("write", write_file, INPUTS,
+                        lambda f: (steps.source(f), offsets, names, prefixes[f - len(refs)])))
     return counts, offsets, (sum(r["candidates"] for r in candidates), sum(r["edges"] for r in verified))
 
 
