@@ -1,26 +1,8 @@
-"""Learning-rate schedule in tokens and the phase plan (which seq_len at which step)."""
+"""The phase plan: which sequence length trains at which step (the lr is train/lr.py)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-
-
-def lr_multiplier(tokens: int, warmup_tokens: int, total_tokens: int, decay_to: float, shape: str = "linear") -> float:
-    """Multiplier of each group's own lr after ``tokens`` training tokens.
-
-    Linear warmup from 0 to 1 over ``warmup_tokens``, then one decay to ``decay_to``
-    at ``total_tokens`` (linear as in BTLM, or cosine), constant afterwards.
-    """
-    if warmup_tokens > 0 and tokens < warmup_tokens:
-        return tokens / warmup_tokens
-    span = max(total_tokens - warmup_tokens, 1)
-    progress = min(max((tokens - warmup_tokens) / span, 0.0), 1.0)
-    if shape == "cosine":
-        return decay_to + (1.0 - decay_to) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    if shape == "linear":
-        return 1.0 - (1.0 - decay_to) * progress
-    raise ValueError(f"unknown schedule shape {shape!r} (linear or cosine)")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
-"""The project's one optimizer step, and the one rule that sets each muP group's lr.
+"""The project's one optimizer step (the learning rate it uses is set by train/lr.py).
 
 Pre-training (``Trainer.train_step``) and the scaling experiments (coordinate check,
-learning-rate sweep) call the same two functions, so a change to accumulation,
-clipping or the non-finite check reaches every measurement at once.
+learning-rate sweep) call the same function, so a change to accumulation, clipping or
+the non-finite check reaches every measurement at once.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import torch
 
 from train.data import MicroBatch
 from train.parallel import to_float
-from train.schedule import lr_multiplier
 
 
 @dataclass(frozen=True)
@@ -24,38 +23,6 @@ class StepResult:
     loss: float  # mean over the micro-batches (and ranks, when a reduction is given)
     grad_norm: float  # before clipping
     finite: bool  # False: the update was skipped
-
-
-def group_lr_scales(optimizer: torch.optim.Optimizer) -> list[float]:
-    """Each group's muP lr multiplier (``lr_scale``, 1 when the group has none)."""
-    return [group.get("lr_scale", 1.0) for group in optimizer.param_groups]
-
-
-def set_group_lrs(optimizer: torch.optim.Optimizer, scales: Sequence[float], lr: float, multiplier: float) -> float:
-    """Group lr = base lr x the group's muP scale x the schedule's multiplier; returns base lr x multiplier."""
-    for group, scale in zip(optimizer.param_groups, scales):
-        group["lr"] = lr * scale * multiplier
-    return lr * multiplier
-
-
-@dataclass(frozen=True)
-class LRSchedule:
-    """Warmup and decay in tokens; step ``s`` is scheduled at the tokens seen after it."""
-
-    lr: float  # muP base lr
-    tokens_per_step: int
-    warmup_tokens: int
-    total_tokens: int
-    decay_to: float
-    shape: str = "linear"
-
-    def multiplier(self, step: int) -> float:
-        tokens = (step + 1) * self.tokens_per_step
-        return lr_multiplier(tokens, self.warmup_tokens, self.total_tokens, self.decay_to, self.shape)
-
-    def apply(self, optimizer: torch.optim.Optimizer, scales: Sequence[float], step: int) -> float:
-        """Set every group's lr for (0-based) ``step``; returns the base lr logged for it."""
-        return set_group_lrs(optimizer, scales, self.lr, self.multiplier(step))
 
 
 def optimizer_step(

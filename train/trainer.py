@@ -23,9 +23,10 @@ from train.config import TrainConfig
 from train.data import PhaseStream, TrainBatches, open_shard_sets
 from train.distributed import DistEnv, barrier, mean_across
 from train.evaluate import validation_losses
+from train.lr import LRSchedule
 from train.metrics import MetricsLog
-from train.schedule import lr_multiplier, phase_at, plan_phases
-from train.step import LRSchedule, optimizer_step
+from train.phases import phase_at, plan_phases
+from train.step import optimizer_step
 
 
 class NonFiniteError(RuntimeError):
@@ -92,7 +93,7 @@ class Trainer:
         groups = self.model.get_mup_param_groups(config.lr, config.weight_decay)
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps,
                                            weight_decay=config.weight_decay)
-        self.lr_scales = [g.get("lr_scale", 1.0) for g in self.optimizer.param_groups]
+        self.schedule = LRSchedule.from_config(config)
         self.step = 0
         self.positions = [0] * len(self.plans)
         self.bad_in_row = 0
@@ -153,18 +154,13 @@ class Trainer:
 
     # --- one optimizer step ----------------------------------------------------------
 
-    def set_lr(self, step: int) -> float:
-        c = self.config
-        schedule = LRSchedule(c.lr, c.tokens_per_batch, c.warmup_tokens, c.total_tokens, c.decay_to, c.schedule)
-        return schedule.apply(self.optimizer, self.lr_scales, step)
-
     def train_step(self) -> dict[str, Any]:
         plan = phase_at(self.plans, self.step)
         position = self.positions[plan.index]
         t0 = time.perf_counter()
         micro = self.batches[plan.index].step(position)
         data_s = time.perf_counter() - t0
-        lr = self.set_lr(self.step)
+        lr = self.schedule.apply(self.optimizer, self.step)
         no_sync = (lambda: parallel.no_sync(self.wrapped, self.model, self.fsdp)) if self.env.enabled else None
         result = optimizer_step(self.model, self.optimizer, micro, self.config.clip, wrapped=self.wrapped,
                                 device=self.env.device, autocast=self.autocast, no_sync=no_sync,
@@ -225,8 +221,7 @@ class Trainer:
             "positions": self.positions, "bad_steps_in_row": self.bad_in_row, "skipped_steps": self.skipped,
             "phases": [{"index": p.index, "seq_len": p.seq_len, "first_step": p.first_step, "steps": p.steps,
                         "rows_per_step": p.rows_per_step} for p in self.plans],
-            "lr_multiplier": lr_multiplier(self.step * self.config.tokens_per_batch, self.config.warmup_tokens,
-                                           self.config.total_tokens, self.config.decay_to, self.config.schedule),
+            "lr_multiplier": self.schedule.multiplier(self.step - 1),  # of the last step taken
             "tokenizer_sha256": self.tokenizer_sha256, "config": to_dict(self.config),
         }
         model = self.export_model()

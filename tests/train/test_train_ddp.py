@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.train.test_train_loop import final_weights, run, train_losses, write_yaml
 from tests.helpers.train_support import REPO, tiny_config, write_token_dir
+from tests.train.test_train_loop import final_weights, run, train_losses, write_yaml
 from train.metrics import read_metrics
 
 

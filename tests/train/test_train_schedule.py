@@ -7,7 +7,8 @@ import math
 import pytest
 
 from train.config import Phase
-from train.schedule import lr_multiplier, phase_at, plan_phases
+from train.lr import lr_multiplier
+from train.phases import phase_at, plan_phases
 
 
 def test_linear_warmup_then_linear_decay_to_the_configured_fraction():

@@ -11,8 +11,8 @@ import torch
 from model import BTLMConfig, BTLMLMHeadModel
 from tests.helpers.train_support import TINY_MODEL, real_documents
 from train.data import MicroBatch
-from train.schedule import lr_multiplier
-from train.step import LRSchedule, group_lr_scales, optimizer_step, set_group_lrs
+from train.lr import LRSchedule, group_lr_scales, lr_multiplier, set_group_lrs
+from train.step import optimizer_step
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +116,10 @@ def test_each_mup_group_gets_its_scaled_lr(model_config, model_yaml):
     assert schedule.multiplier(0) == 0.25  # after the first step's tokens, a quarter into the warm-up
     assert schedule.multiplier(9) == pytest.approx(0.1)
     for step in range(10):
-        logged = schedule.apply(wide_optimizer, list(wide_scales.values()), step)
+        logged = schedule.apply(wide_optimizer, step)
         mult = lr_multiplier((step + 1) * 1024, 4096, 10 * 1024, 0.1)
         assert logged == 4e-3 * mult
         for group in wide_optimizer.param_groups:
             assert group["lr"] == 4e-3 * wide_scales[group["name"]] * mult
-    assert set_group_lrs(wide_optimizer, [2.0] * len(wide_scales), 0.5, 1.0) == 0.5
-    assert all(g["lr"] == 1.0 for g in wide_optimizer.param_groups)
+    assert set_group_lrs(wide_optimizer, 0.5) == 0.5  # a constant lr, still scaled per group
+    assert all(g["lr"] == 0.5 * wide_scales[g["name"]] for g in wide_optimizer.param_groups)

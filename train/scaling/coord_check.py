@@ -31,10 +31,11 @@ from common.config import to_dict
 from model import BTLMLMHeadModel
 from model.hardware import flush_denormals
 from train.data import MicroBatch, ShardError, ShardSet, expected_metadata
+from train.lr import set_group_lrs
 from train.scaling.cli import experiment_main
 from train.scaling.figures import plot_coord_check
 from train.scaling.widths import width_config
-from train.step import group_lr_scales, optimizer_step, set_group_lrs
+from train.step import optimizer_step
 
 DEFAULT_CONFIG = "configs/train/coord_check.yaml"
 LAYER_TYPES = ("embedding", "attn_out", "mlp_out", "logits")
@@ -98,7 +99,7 @@ def measure(model_config, batches: torch.Tensor, lr: float, seed: int) -> dict[s
     model = BTLMLMHeadModel(model_config)
     model.train()
     optimizer = torch.optim.AdamW(model.get_mup_param_groups(lr, 0.0), lr=lr, betas=(0.9, 0.95), eps=1e-8)
-    set_group_lrs(optimizer, group_lr_scales(optimizer), lr, 1.0)
+    set_group_lrs(optimizer, lr)
     seen: dict[str, list[float]] = {}
 
     def record(kind: str, scale: float = 1.0):

@@ -22,13 +22,14 @@ from common.atomic import write_json
 from model import BTLMLMHeadModel
 from model.hardware import flush_denormals
 from train.data import MicroBatch, PieceBatches, open_shard_sets
+from train.lr import LRSchedule
 from train.metrics import MetricsLog
 from train.scaling.curves import final_loss, reference_from_runs
 from train.scaling.early_stop import ReferenceCurve, StopRule
 from train.scaling.runs import load_run
 from train.scaling.sweep_config import SweepConfig
 from train.scaling.widths import width_config
-from train.step import LRSchedule, group_lr_scales, optimizer_step
+from train.step import optimizer_step
 
 
 def open_data(config: SweepConfig, eos_id: int, vocab_size: int) -> tuple[PieceBatches, PieceBatches]:
@@ -83,7 +84,6 @@ def run_trial(config: SweepConfig, param: str, width: int, lr: float, seed: int)
     write_json(folder / "config.json", run_config, sort_keys=False)
     optimizer = torch.optim.AdamW(model.get_mup_param_groups(lr, config.weight_decay), lr=lr,
                                   betas=tuple(config.betas), eps=config.eps, weight_decay=config.weight_decay)
-    scales = group_lr_scales(optimizer)
     schedule = LRSchedule(lr, tokens_per_step, int(config.warmup_fraction * total_tokens), total_tokens,
                           config.decay_to, "linear")
     metrics = MetricsLog(folder / "metrics.jsonl", True)
@@ -95,7 +95,7 @@ def run_trial(config: SweepConfig, param: str, width: int, lr: float, seed: int)
     t0 = time.perf_counter()
     model.train()
     for step in range(config.steps):
-        lr_now = schedule.apply(optimizer, scales, step)
+        lr_now = schedule.apply(optimizer, step)
         ids = train_data.batch(step * config.batch_size, config.batch_size)
         step_result = optimizer_step(model, optimizer, [MicroBatch(ids, None)], config.clip)
         value = step_result.loss
