@@ -128,23 +128,30 @@ def write_yaml(config, path: Path) -> Path:
 
 @pytest.mark.slow
 def test_killed_process_resumes_to_the_same_losses(tmp_path, tokens):
-    """SIGKILL a real `python -m train.pretrain` after its first checkpoint, then resume."""
+    """SIGKILL a real `python -m train.pretrain` mid-run, after its first checkpoint, then resume."""
     straight = tiny_config(tmp_path / "a", tokens, checkpoint_every=2)
     run(straight)
     config = tiny_config(tmp_path / "b", tokens, checkpoint_every=2)
     path = write_yaml(config, tmp_path / "b.yaml")
     cmd = [sys.executable, "-m", "train.pretrain", "--config", str(path)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Each optimizer step of the first process sleeps first (tests/fault_hook), so the
+    # 10 steps after the first checkpoint take seconds: the kill lands while it trains.
+    slowed = {**env, "PYTHONPATH": f"{REPO / 'tests' / 'fault_hook'}{os.pathsep}{REPO}",
+              "PIPELINE_FAULT": "train.step:optimizer_step:slow=0.25"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=slowed, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpts = Path(config.run_dir) / "checkpoints"
     while not complete_checkpoints(ckpts) and proc.poll() is None:
         time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()  # still training when killed
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL
     killed_at = complete_checkpoints(ckpts)[-1].name
+    assert int(killed_at.removeprefix("step-")) < 12  # the last checkpoint before the kill is mid-run
+    assert len(train_losses(Path(config.run_dir))) < 12
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert f"resuming from {ckpts / killed_at}" in done.stdout or killed_at == "step-00000012"
+    assert f"resuming from {ckpts / killed_at}" in done.stdout  # the second run continued from it
     a, b = train_losses(Path(straight.run_dir)), train_losses(Path(config.run_dir))
     assert sorted(b) == list(range(1, 13))
     for step in a:
