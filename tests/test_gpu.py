@@ -97,8 +97,8 @@ def test_cached_generation_on_cuda_matches_the_full_forward():
 @pytest.mark.gpu(devices=2)
 @pytest.mark.slow
 def test_nccl_data_parallel_matches_one_process(tmp_path):
-    from tests.train.test_train_loop import train_losses, write_yaml
     from tests.helpers.train_support import REPO, tiny_config, write_token_dir
+    from tests.train.test_train_loop import train_losses, write_yaml
 
     tokens = write_token_dir(tmp_path / "tokens")
     settings = dict(total_tokens=1024 * 4, eval={"every": 0}, checkpoint_every=0, precision="bf16")
