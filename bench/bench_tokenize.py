@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from common.config import load_config  # noqa: E402
-from pipeline.corpus_io import ChunkWriter, Document, iter_file, list_source_files  # noqa: E402
+from pipeline.corpus_io import Document, iter_file, list_source_files  # noqa: E402
+from pipeline.corpus_write import ChunkWriter  # noqa: E402
 from pipeline.kernel import init_ray  # noqa: E402
 from pipeline.tokenize import DEFAULT_CONFIG, TokenizeConfig, run  # noqa: E402
 from pipeline.tokenizer import Encoder  # noqa: E402

@@ -6,8 +6,12 @@ each folder holds ``.jsonl``, ``.jsonl.zst`` or ``.parquet`` files of records sh
 root belong to a folder named after the root itself.
 
 Reading is streaming (memory does not grow with corpus size) and never stops on bad
-input: each bad record (or the unreadable rest of a file) comes out as a ``Rejected``
+input: each bad record (or the undecodable rest of a file) comes out as a ``Rejected``
 item with file, line and reason, in order with the good ``Document`` items around it.
+A file that vanished after it was listed (or is a dangling link) is rejected whole.
+An I/O error is not bad input: it raises ``InputReadError`` (an ``OSError``), so the
+stage kernel retries the task, and a file that keeps failing stops the job naming it,
+instead of the rest of the file being counted as one rejection.
 """
 
 from __future__ import annotations
@@ -15,13 +19,11 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Union
 
 import zstandard
-
-from common.atomic import temp_path
 
 FORMATS = {".jsonl": "jsonl", ".jsonl.zst": "jsonl.zst", ".parquet": "parquet"}
 RAW_PREVIEW_CHARS = 1000  # how much of a bad record the quarantine keeps
@@ -68,6 +70,10 @@ class Rejected:
 Item = Union[Document, Rejected]
 
 
+class InputReadError(OSError):
+    """A corpus file could not be read (storage, not content): retried, never quarantined."""
+
+
 def file_format(path: Path) -> str | None:
     name = path.name
     for suffix, fmt in sorted(FORMATS.items(), key=lambda kv: -len(kv[0])):
@@ -107,11 +113,14 @@ def read_corpus(root: str | Path) -> Iterator[Item]:
 def iter_file(sf: SourceFile) -> Iterator[Item]:
     """Documents and rejections of one file, in file order."""
     try:
-        if sf.path.stat().st_size == 0:
-            yield _reject(sf, 0, "empty file")
-            return
+        size = sf.path.stat().st_size
+    except FileNotFoundError as exc:
+        yield _missing(sf, exc)
+        return
     except OSError as exc:
-        yield _reject(sf, 0, f"cannot open file: {exc}")
+        raise InputReadError(f"{sf.label}: cannot read file: {exc}") from exc
+    if size == 0:
+        yield _reject(sf, 0, "empty file")
         return
     if sf.format == "parquet":
         yield from _iter_parquet(sf)
@@ -135,9 +144,13 @@ def _iter_jsonl(sf: SourceFile) -> Iterator[Item]:
     except _TruncatedStream as exc:
         seen_record = True
         yield _reject(sf, line_no + 1, f"truncated or corrupt zstd stream after line {line_no}: {exc}", exc.tail)
+    except FileNotFoundError as exc:
+        if seen_record:
+            raise InputReadError(f"{sf.label}: file vanished after line {line_no}: {exc}") from exc
+        yield _missing(sf, exc)
+        return
     except OSError as exc:
-        seen_record = True
-        yield _reject(sf, line_no + 1, f"read error after line {line_no}: {exc}")
+        raise InputReadError(f"{sf.label}: read error after line {line_no}: {exc}") from exc
     if not seen_record:
         yield _reject(sf, 0, "empty file (no records)")
 
@@ -236,6 +249,10 @@ def _to_document(sf: SourceFile, line_no: int, record: Any, raw: bytes | str = b
     return Document(f"{sf.label}:{line_no}", source, sf.folder, text, record)
 
 
+def _missing(sf: SourceFile, exc: OSError) -> Rejected:
+    return _reject(sf, 0, f"missing file (vanished since it was listed, or a dangling link): {exc.strerror}")
+
+
 def _reject(
     sf: SourceFile, line_no: int, reason: str, raw: bytes | str = b"", source: str | None = None
 ) -> Rejected:
@@ -259,132 +276,49 @@ def _reject(
 # --- Parquet ----------------------------------------------------------------------
 
 
+class _TrackedFile(io.FileIO):
+    """A file that remembers its own read errors: pyarrow reports corrupt content and
+    failed reads alike (often as OSError), so this tells storage faults from bad bytes."""
+
+    read_error: OSError | None = None
+
+    def readinto(self, buffer):
+        try:
+            return super().readinto(buffer)
+        except OSError as exc:
+            self.read_error = exc
+            raise
+
+    def read(self, size=-1):
+        try:
+            return super().read(size)
+        except OSError as exc:
+            self.read_error = exc
+            raise
+
+
 def _iter_parquet(sf: SourceFile) -> Iterator[Item]:
     import pyarrow.parquet as pq
 
     row = 0
     try:
-        parquet = pq.ParquetFile(sf.path)
-        for batch in parquet.iter_batches(batch_size=1024):
-            for record in batch.to_pylist():
-                row += 1
-                yield _to_document(sf, row, record, json.dumps(record, default=str, ensure_ascii=False))
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        yield _reject(sf, row + 1, f"unreadable parquet after row {row}: {type(exc).__name__}: {exc}")
+        fh = _TrackedFile(sf.path, "r")
+    except FileNotFoundError as exc:
+        yield _missing(sf, exc)
         return
+    except OSError as exc:
+        raise InputReadError(f"{sf.label}: cannot read file: {exc}") from exc
+    with fh:
+        try:
+            parquet = pq.ParquetFile(fh)
+            for batch in parquet.iter_batches(batch_size=1024):
+                for record in batch.to_pylist():
+                    row += 1
+                    yield _to_document(sf, row, record, json.dumps(record, default=str, ensure_ascii=False))
+        except Exception as exc:  # pyarrow raises several types for corrupt files
+            if fh.read_error is not None:
+                raise InputReadError(f"{sf.label}: read error after row {row}: {fh.read_error}") from exc
+            yield _reject(sf, row + 1, f"unreadable parquet after row {row}: {type(exc).__name__}: {exc}")
+            return
     if row == 0:
         yield _reject(sf, 0, "empty file (no rows)")
-
-
-# --- Quarantine -------------------------------------------------------------------
-
-
-class Quarantine:
-    """Append-only JSONL of rejected input, with counts per (source, reason)."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "w", encoding="utf-8")
-        self.counts: dict[tuple[str, str], int] = {}
-
-    def add(self, item: Rejected) -> None:
-        self._fh.write(json.dumps(asdict(item), ensure_ascii=False) + "\n")
-        key = (item.source, reason_kind(item.reason))
-        self.counts[key] = self.counts.get(key, 0) + 1
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def close(self) -> None:
-        self._fh.close()
-
-    def __enter__(self) -> "Quarantine":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def reason_kind(reason: str) -> str:
-    """The reason without record-specific details (for counting)."""
-    for sep in (" at ", " after ", ":"):
-        reason = reason.split(sep)[0]
-    return reason
-
-
-# --- Writing ----------------------------------------------------------------------
-
-
-@dataclass
-class ChunkWriter:
-    """Write records as ``<prefix>-00000.jsonl.zst`` chunks of at most ``max_bytes``.
-
-    ``max_bytes`` bounds the uncompressed JSONL bytes of a chunk (a single record larger
-    than the limit gets a chunk of its own). Each chunk is written under a temporary
-    name and renamed when complete, so a crash never leaves a partial chunk behind a
-    final name.
-    """
-
-    out_dir: Path
-    prefix: str = "chunk"
-    max_bytes: int = 64 << 20
-    level: int = 3
-    files: list[Path] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.out_dir = Path(self.out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._fh: io.BufferedWriter | None = None
-        self._writer: Any = None
-        self._bytes = 0
-        self.records = 0
-
-    def write(self, record: dict[str, Any]) -> tuple[int, int]:
-        """Append a record; returns where it went: (chunk number, line in the chunk, from 1)."""
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-        if self._writer is not None and self._bytes + len(line) > self.max_bytes:
-            self._finish_chunk()
-        if self._writer is None:
-            self._start_chunk()
-        self._writer.write(line)
-        self._bytes += len(line)
-        self._lines += 1
-        self.records += 1
-        return len(self.files), self._lines
-
-    def _chunk_path(self) -> Path:
-        return self.out_dir / f"{self.prefix}-{len(self.files):05d}.jsonl.zst"
-
-    def _start_chunk(self) -> None:
-        self._fh = open(temp_path(self._chunk_path()), "wb")
-        self._writer = zstandard.ZstdCompressor(level=self.level).stream_writer(self._fh, closefd=False)
-        self._bytes = 0
-        self._lines = 0
-
-    def _finish_chunk(self) -> None:
-        assert self._writer is not None and self._fh is not None
-        self._writer.close()  # ends the zstd frame
-        self._fh.close()
-        final = self._chunk_path()
-        os.replace(temp_path(final), final)
-        self.files.append(final)
-        self._writer = self._fh = None
-
-    def close(self) -> list[Path]:
-        if self._writer is not None:
-            self._finish_chunk()
-        return list(self.files)
-
-    def __enter__(self) -> "ChunkWriter":
-        return self
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            self.close()
-        elif self._writer is not None:  # failed mid-chunk: leave no partial file behind
-            self._writer.close()
-            self._fh.close()  # type: ignore[union-attr]
-            temp_path(self._chunk_path()).unlink(missing_ok=True)
-            self._writer = self._fh = None

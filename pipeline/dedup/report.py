@@ -15,7 +15,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from common.atomic import atomic_path
-from pipeline.corpus_io import Quarantine, Rejected, SourceFile
+from pipeline.corpus_io import Rejected, SourceFile
+from pipeline.corpus_write import Quarantine
 
 OUTCOMES = ("short", "quality", "exact", "near", "rejected", "kept")
 

@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from common.atomic import atomic_path
-from pipeline.corpus_io import ChunkWriter, SourceFile
+from pipeline.corpus_io import SourceFile
+from pipeline.corpus_write import ChunkWriter
 from pipeline.dedup.config import DedupStageConfig
 from pipeline.dedup.layout import Layout, file_of, load_npz
 from pipeline.dedup.reference import write_index_part

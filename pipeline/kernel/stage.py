@@ -44,8 +44,13 @@ def file_key(i: int) -> str:
 
 
 def file_fingerprint(path: str | os.PathLike, label: str | None = None) -> dict[str, Any]:
-    """What a result computed from a file depends on: its name, size and mtime."""
-    stat = Path(path).stat()
+    """What a result computed from a file depends on: its name, size and mtime. A file that
+    is gone (a dangling link, or deleted since it was listed) is fingerprinted as missing:
+    its reader quarantines it, and the job goes on."""
+    try:
+        stat = Path(path).stat()
+    except FileNotFoundError:
+        return {"file": label or str(path), "size": 0, "mtime_ns": 0, "missing": True}
     return {"file": label or str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from common.config import to_dict
-from pipeline.corpus_io import ChunkWriter
+from pipeline.corpus_write import ChunkWriter
 from pipeline.kernel import Stage, Task, TaskRunner
 from pipeline.sample.config import SampleConfig
 from pipeline.sample.find import Candidate, find_candidates, order_candidates, resolve_roots

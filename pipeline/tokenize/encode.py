@@ -15,7 +15,8 @@ import pyarrow as pa
 
 from common.atomic import atomic_path
 from pipeline import split as splitting
-from pipeline.corpus_io import Rejected, SourceFile, iter_file, reason_kind
+from pipeline.corpus_io import Rejected, SourceFile, iter_file
+from pipeline.corpus_write import reason_kind
 from pipeline.tokenize.config import TokenizeConfig
 from pipeline.tokenizer import Encoder
 

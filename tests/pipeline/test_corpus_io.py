@@ -13,15 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from pipeline.corpus_io import (
-    ChunkWriter,
-    Document,
-    Quarantine,
-    Rejected,
-    iter_file,
-    list_source_files,
-    read_corpus,
-)
+from pipeline.corpus_io import Document, Rejected, iter_file, list_source_files, read_corpus
+from pipeline.corpus_write import ChunkWriter, Quarantine
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 BAD = DATA / "bad"

@@ -11,7 +11,8 @@ import json
 import sysconfig
 from pathlib import Path
 
-from pipeline.corpus_io import ChunkWriter, Document, list_source_files, read_corpus
+from pipeline.corpus_io import Document, list_source_files, read_corpus
+from pipeline.corpus_write import ChunkWriter
 
 LICENSES = Path("/usr/share/common-licenses")
 
