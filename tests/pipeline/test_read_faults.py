@@ -14,8 +14,8 @@ import pytest
 
 import pipeline.corpus_io as corpus_io
 from pipeline.corpus_io import Document, InputReadError, Rejected, iter_file, list_source_files, read_corpus
-from tests.test_dedup import _config, _outputs, corpus  # noqa: F401  (corpus is a fixture)
-from tests.test_dedup_faults import _end_session, _start
+from tests.pipeline.test_dedup import _config, _outputs, corpus  # noqa: F401  (corpus is a fixture)
+from tests.pipeline.test_dedup_faults import _end_session, _start
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -57,9 +57,8 @@ def test_a_read_error_mid_file_raises_naming_file_and_line(monkeypatch):
         next(items)
 
 
-def test_a_parquet_read_error_raises_but_corrupt_parquet_is_quarantined(monkeypatch, tmp_path):
+def test_a_parquet_read_error_raises_but_corrupt_parquet_is_quarantined(monkeypatch):
     sf = _file(DATA / "bad", "books/rows.parquet")
-    size = sf.path.stat().st_size
 
     class FailingFile(corpus_io._TrackedFile):
         """Reads fail once pyarrow has the footer and goes for the row data."""
@@ -91,10 +90,10 @@ def test_a_parquet_read_error_raises_but_corrupt_parquet_is_quarantined(monkeypa
 
 @pytest.mark.slow
 def test_dedup_of_a_corpus_with_a_dangling_link_accounts_for_every_line(ray_session, bad_with_dangling_link, tmp_path):
-    from pipeline.dedup import run_dedup
+    from pipeline.dedup import run
 
     out = tmp_path / "out"
-    run_dedup(_config(bad_with_dangling_link, out))
+    run(_config(bad_with_dangling_link, out))
     ledger = pq.read_table(out / "ledger.parquet").to_pylist()
     items = list(read_corpus(bad_with_dangling_link))
     assert sorted(row["id"] for row in ledger) == sorted(i.id for i in items)
@@ -104,11 +103,11 @@ def test_dedup_of_a_corpus_with_a_dangling_link_accounts_for_every_line(ray_sess
 
 @pytest.mark.slow
 def test_a_transient_read_error_mid_file_is_retried_to_identical_outputs(ray_session, corpus, tmp_path):  # noqa: F811
-    from pipeline.dedup import run_dedup
+    from pipeline.dedup import run
 
     root, _ = corpus
     out = tmp_path / "out"  # the manifest names its output folder, so both runs write here
-    run_dedup(_config(root, out))
+    run(_config(root, out))
     expected = _outputs(out)
     shutil.rmtree(out)
     marker = tmp_path / "fault-fired"
