@@ -14,7 +14,6 @@ permutation across the whole split and written as size-bounded shards.
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,13 +21,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from common.atomic import atomic_path
-from pipeline.shard_format import shard_name, shard_schema
+from pipeline.shard_format import rows_table, shard_name, shard_schema, write_shard
 
 
 @dataclass
 class PackedRows:
-    input_ids: np.ndarray  # uint16 [rows, seq_len]
+    input_ids: np.ndarray  # [rows, seq_len], the shards' id type
     doc_starts: list[np.ndarray]  # int32 positions per row
     source: list[str]  # majority source per row
 
@@ -52,14 +50,15 @@ class Packer:
     grows with documents + rows rather than with tokens.
     """
 
-    def __init__(self, seq_len: int, eos_id: int):
+    def __init__(self, seq_len: int, eos_id: int, dtype=np.uint16):
         if seq_len < 1:
             raise ValueError(f"seq_len must be positive, got {seq_len}")
         self.seq_len = seq_len
         self.eos_id = eos_id
+        self.dtype = np.dtype(dtype)
         self.source_names: list[str] = []
         self._codes: dict[str, int] = {}
-        self._tokens = np.empty(0, dtype=np.uint16)
+        self._tokens = np.empty(0, dtype=self.dtype)
         self._starts = np.empty(0, dtype=np.int64)  # document starts in the buffer
         self._start_codes = np.empty(0, dtype=np.int64)  # their sources
         self._open_code = -1  # source of the document running into the buffer from before
@@ -83,7 +82,7 @@ class Packer:
         new_starts = len(self._tokens) + np.concatenate(([0], np.cumsum(lengths)[:-1])) if len(lengths) else np.empty(0, np.int64)
         keep = lengths > 0
         self.documents += int(keep.sum())
-        self._tokens = np.concatenate((self._tokens, np.asarray(tokens, dtype=np.uint16)))
+        self._tokens = np.concatenate((self._tokens, np.asarray(tokens, dtype=self.dtype)))
         self._starts = np.concatenate((self._starts, new_starts[keep]))
         self._start_codes = np.concatenate((self._start_codes, codes[keep]))
         return self._emit()
@@ -130,7 +129,7 @@ class Packer:
             eos=int((self._tokens == self.eos_id).sum()),
             source_tokens={self.source_names[c]: int(k) for c, k in enumerate(per_source.tolist()) if k},
         )
-        self._tokens = np.empty(0, dtype=np.uint16)
+        self._tokens = np.empty(0, dtype=self.dtype)
         self._starts = np.empty(0, dtype=np.int64)
         self._start_codes = np.empty(0, dtype=np.int64)
         self._open_code = -1
@@ -143,31 +142,19 @@ SHARD_OVERHEAD_BYTES = 64 << 10  # schema + metadata + footer of one Arrow IPC f
 BATCH_OVERHEAD_BYTES = 1 << 10  # message header and alignment of one record batch
 
 
-def rows_to_batch(rows: PackedRows, schema: pa.Schema) -> pa.RecordBatch:
-    """One Arrow record batch of packed rows in the shard schema."""
-    seq_len = rows.input_ids.shape[1]
-    ids = pa.FixedSizeListArray.from_arrays(pa.array(rows.input_ids.reshape(-1), pa.uint16()), seq_len)
-    counts = np.fromiter((len(d) for d in rows.doc_starts), dtype=np.int32, count=len(rows.doc_starts))
-    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
-    values = np.concatenate(rows.doc_starts).astype(np.int32) if len(rows.doc_starts) else np.empty(0, np.int32)
-    doc_starts = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.int32()))
-    source = pa.array(rows.source, pa.string())
-    return pa.RecordBatch.from_arrays([ids, doc_starts, source], schema=schema)
-
-
 class RowSpool:
     """Unshuffled rows of one (seq_len, split), appended to a temporary Arrow file."""
 
-    def __init__(self, path: Path, seq_len: int):
+    def __init__(self, path: Path, seq_len: int, dtype=np.uint16):
         self.path = Path(path)
-        self.schema = shard_schema(seq_len)
+        self.schema = shard_schema(seq_len, dtype=dtype)
         self._sink = pa.OSFile(str(self.path), "wb")
         self._writer = pa.ipc.new_file(self._sink, self.schema)
         self.rows = 0
 
     def write(self, rows: PackedRows) -> None:
         if len(rows):
-            self._writer.write_batch(rows_to_batch(rows, self.schema))
+            self._writer.write_table(rows_table(rows.input_ids, rows.doc_starts, rows.source, self.schema))
             self.rows += len(rows)
 
     def close(self) -> None:
@@ -216,11 +203,12 @@ def write_shards(
     source = pa.memory_map(str(spool_path), "r")  # rows stay on disk, mapped
     table = pa.ipc.open_file(source).read_all()
     seq_len = int(metadata["seq_len"])
-    schema = shard_schema(seq_len, metadata)
+    id_type = table.schema.field("input_ids").type.value_type
+    schema = shard_schema(seq_len, metadata, id_type.to_pandas_dtype())
     order = shuffle_order(table.num_rows, seed, seq_len, split)
     doc_counts = pc.list_value_length(table.column("doc_starts")).to_numpy(zero_copy_only=False)
     name_bytes = pc.binary_length(table.column("source")).to_numpy(zero_copy_only=False)
-    row_bytes = 2 * seq_len + 4 * doc_counts.astype(np.int64) + name_bytes.astype(np.int64) + 8
+    row_bytes = id_type.bit_width // 8 * seq_len + 4 * doc_counts.astype(np.int64) + name_bytes.astype(np.int64) + 8
     assignment = shard_assignment(row_bytes[order], max_bytes, rows_per_batch)
     bounds = np.searchsorted(assignment, np.arange(int(assignment.max()) + 2 if len(assignment) else 1))
     # Token rows are gathered with numpy from the mapped chunks (several times faster than
@@ -236,7 +224,7 @@ def write_shards(
         input_ids = pa.FixedSizeListArray.from_arrays(pa.array(gather_rows(id_chunks, take, seq_len).reshape(-1)), seq_len)
         part = pa.Table.from_arrays([input_ids, *picked.columns], schema=schema)
         name = shard_name(index)
-        entries.append(write_ipc_file(out_dir / name, part, rows_per_batch))
+        entries.append(write_shard(out_dir / name, part, rows_per_batch))
         if entries[-1]["bytes"] > max_bytes:
             raise AssertionError(f"{out_dir / name}: {entries[-1]['bytes']} bytes exceeds shards.max_bytes={max_bytes}")
     source.close()
@@ -244,8 +232,8 @@ def write_shards(
 
 
 def gather_rows(chunks: list[np.ndarray], take: np.ndarray, width: int) -> np.ndarray:
-    """Rows ``take`` (indices over all chunks in order) of 2-D uint16 chunks, in that order."""
-    out = np.empty((len(take), width), dtype=np.uint16)
+    """Rows ``take`` (indices over all chunks in order) of 2-D id chunks, in that order."""
+    out = np.empty((len(take), width), dtype=chunks[0].dtype if chunks else np.uint16)
     offsets = np.cumsum([0] + [len(c) for c in chunks])
     which = np.searchsorted(offsets, take, side="right") - 1
     by_chunk = np.argsort(which, kind="stable")
@@ -255,29 +243,3 @@ def gather_rows(chunks: list[np.ndarray], take: np.ndarray, width: int) -> np.nd
         if len(rows):
             out[rows] = chunk[take[rows] - offsets[c]]
     return out
-
-
-def write_ipc_file(path: Path, table: pa.Table, rows_per_batch: int) -> dict:
-    """Write ``table`` as an Arrow IPC file atomically; return its manifest entry."""
-    with atomic_path(path) as partial, open(partial, "wb") as fh:
-        hashing = HashingWriter(fh)
-        with pa.PythonFile(hashing, mode="w") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table, max_chunksize=rows_per_batch)
-    return {"name": path.name, "rows": table.num_rows, "bytes": hashing.size, "sha256": hashing.sha256.hexdigest()}
-
-
-class HashingWriter(io.RawIOBase):
-    """A binary file wrapper that hashes what it writes (no second read of the file)."""
-
-    def __init__(self, fh):
-        self._fh = fh
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        self.sha256.update(data)
-        self.size += len(data)
-        return self._fh.write(data)

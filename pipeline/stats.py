@@ -23,23 +23,33 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from common.config import read_yaml
-from pipeline.shard_format import FORMAT_VERSION, MANIFEST_NAME, METADATA_KEYS, SHARD_GLOB
+from pipeline.shard_format import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    METADATA_KEYS,
+    SHARD_GLOB,
+    iter_batches,
+    listed_shards,
+    read_manifest,
+    read_metadata,
+)
 
 
 def folder_stats(folder: Path) -> dict[str, Any]:
     """Statistics and check results of one folder of shards (one length, one split)."""
-    manifest_path = folder / MANIFEST_NAME
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.exists() else None
-    shard_paths = sorted(folder.glob(SHARD_GLOB))
     checks: dict[str, bool] = {}
     problems: list[str] = []
+    try:
+        manifest = read_manifest(folder)
+    except ValueError as exc:
+        manifest = None
+        problems.append(str(exc))
+    shard_paths = sorted(folder.glob(SHARD_GLOB))
     rows = eos = doc_starts = split_docs = max_id = 0
     seq_len = vocab_size = eos_id = None
     rows_by_source: dict[str, int] = {}
     for path in shard_paths:
-        source = pa.memory_map(str(path), "r")
-        reader = pa.ipc.open_file(source)
-        meta = {k.decode(): v.decode() for k, v in (reader.schema.metadata or {}).items()}
+        meta = read_metadata(path)
         missing = [k for k in METADATA_KEYS if k not in meta]
         if missing:
             problems.append(f"{path.name}: metadata lacks {missing}")
@@ -47,7 +57,7 @@ def folder_stats(folder: Path) -> dict[str, Any]:
         if meta["format_version"] != str(FORMAT_VERSION):
             problems.append(f"{path.name}: format_version {meta['format_version']}, expected {FORMAT_VERSION}")
         seq_len, vocab_size, eos_id = int(meta["seq_len"]), int(meta["vocab_size"]), int(meta["eos_id"])
-        table = reader.read_all()
+        table = pa.Table.from_batches(list(iter_batches(path)))
         ids = table.column("input_ids").combine_chunks()
         values = ids.values if len(ids) else pa.array([], pa.uint16())
         rows += len(table)
@@ -60,7 +70,6 @@ def folder_stats(folder: Path) -> dict[str, Any]:
         split_docs += int(pc.sum(pc.and_(pc.greater(starts_per_row, 0), open_at_end)).as_py() or 0)
         for entry in pc.value_counts(table.column("source")).to_pylist():
             rows_by_source[entry["values"]] = rows_by_source.get(entry["values"], 0) + entry["counts"]
-        source.close()
     match = re.fullmatch(r"seq(\d+)", folder.parent.name)
     seq_len = seq_len or (int(match.group(1)) if match else 0)
     result: dict[str, Any] = {
@@ -93,12 +102,13 @@ def folder_stats(folder: Path) -> dict[str, Any]:
         checks["eos_count_equals_documents"] = eos + remainder.get("eos", 0) == documents
         checks["document_starts_equal_documents"] = doc_starts + remainder.get("documents_started", 0) == documents
         checks["tokens_equal_document_tokens"] = rows * seq_len + remainder.get("tokens", 0) == manifest.get("document_tokens")
-        listed = {e["name"]: e for e in manifest.get("shards", [])}
+        listed = listed_shards(manifest)
         checks["shards_match_manifest"] = sorted(listed) == [p.name for p in shard_paths] and all(
-            listed[p.name]["rows"] == _rows(p) and listed[p.name]["sha256"] == _sha256(p) for p in shard_paths
+            listed[p.name].get("rows") == _rows(p) and listed[p.name].get("sha256") == _sha256(p) for p in shard_paths
         )
     else:
-        problems.append(f"{folder}: no {MANIFEST_NAME}")
+        if not problems:  # (a manifest that cannot be read is a problem named above)
+            problems.append(f"{folder}: no {MANIFEST_NAME}")
         checks["eos_count_equals_documents"] = eos == doc_starts - split_docs
     result["checks"] = checks
     result["problems"] = problems
@@ -107,9 +117,7 @@ def folder_stats(folder: Path) -> dict[str, Any]:
 
 
 def _rows(path: Path) -> int:
-    with pa.memory_map(str(path), "r") as source:
-        reader = pa.ipc.open_file(source)
-        return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+    return sum(batch.num_rows for batch in iter_batches(path))
 
 
 def _sha256(path: Path) -> str:

@@ -12,12 +12,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
 
 from model import BTLMConfig, BTLMLMHeadModel
 from model.tokenizer_files import file_sha256
-from pipeline.shard_format import FORMAT_VERSION, shard_name, shard_schema, split_dir
+from pipeline.shard_format import (
+    FORMAT_VERSION,
+    rows_table,
+    shard_name,
+    shard_schema,
+    split_dir,
+    write_manifest,
+    write_shard,
+)
 from train.checkpoint import PROJECT_TOKENIZER, CheckpointWriter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,17 +83,8 @@ def write_gpt2_shards(root: Path, texts: list[str], seq_len: int, split: str) ->
     meta = {"format_version": FORMAT_VERSION, "tokenizer_sha256": file_sha256(PROJECT_TOKENIZER), "seq_len": seq_len,
             "eos_id": EOS, "vocab_size": 50257, "split": split, "config": "{}"}
     folder = split_dir(root, seq_len, split)
-    folder.mkdir(parents=True, exist_ok=True)
-    schema = shard_schema(seq_len, meta)
-    table = pa.table({
-        "input_ids": pa.FixedSizeListArray.from_arrays(pa.array(ids.reshape(-1), pa.uint16()), seq_len),
-        "doc_starts": pa.array(doc_starts, pa.list_(pa.int32())),
-        "source": pa.array(["test"] * rows, pa.string()),
-    }, schema=schema)
-    path = folder / shard_name(0)
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-        writer.write_table(table)
-    (folder / "manifest.json").write_text(json.dumps({"shards": [{"name": path.name, "rows": rows}]}), encoding="utf-8")
+    table = rows_table(ids, [np.array(d) for d in doc_starts], ["test"] * rows, shard_schema(seq_len, meta))
+    write_manifest(folder, {"shards": [write_shard(folder / shard_name(0), table, rows_per_batch=max(rows, 1))]})
     return root
 
 

@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from common.atomic import TMP_SUFFIX
 from model.tokenizer_files import TokenizerMismatch, file_sha256, write_tokenizer_files
+from pipeline.shard_format import TOKENIZER_NAME as SHARDS_TOKENIZER
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The tokenizer `make tokenize` uses by default; a run's shards name theirs by SHA-256.
@@ -66,13 +67,15 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
 def find_tokenizer(state: dict[str, Any]) -> tuple[Path | None, str]:
     """The tokenizer.json the run's shards were made with, and why when none is found.
 
-    Candidates: the run's sample tokenizer (``sample.tokenizer``) and the project's; the
-    first whose SHA-256 equals the shards' ``tokenizer_sha256`` wins (any, when the
-    shards name none).
+    Candidates: the one `make tokenize` leaves beside the shards (``data.root``), the run's
+    sample tokenizer (``sample.tokenizer``) and the project's; the first whose SHA-256
+    equals the shards' ``tokenizer_sha256`` wins (any, when the shards name none).
     """
     want = state.get("tokenizer_sha256")
-    configured = ((state.get("config") or {}).get("sample") or {}).get("tokenizer")
-    candidates = []
+    config = state.get("config") or {}
+    configured = (config.get("sample") or {}).get("tokenizer")
+    root = (config.get("data") or {}).get("root")
+    candidates = [Path(root) / SHARDS_TOKENIZER] if root else []
     if configured:
         path = Path(configured)
         candidates += [path] if path.is_absolute() else [path, REPO_ROOT / path]

@@ -9,13 +9,11 @@ positions; data-parallel rank ``r`` takes the ``r``-th contiguous slice of them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
 
 import numpy as np
-import pyarrow as pa
 import torch
 
 from pipeline.shard_format import (
@@ -23,6 +21,9 @@ from pipeline.shard_format import (
     MANIFEST_NAME,
     SHARD_GLOB,
     check_metadata,
+    iter_batches,
+    listed_shards,
+    read_manifest,
     read_metadata,
     split_dir,
 )
@@ -34,7 +35,7 @@ class ShardError(ValueError):
 
 @dataclass
 class _Block:
-    ids: np.ndarray  # [rows, seq_len] uint16, a view into the memory map
+    ids: np.ndarray  # [rows, seq_len] uint16 or uint32, a view into the memory map
     start_offsets: np.ndarray  # [rows + 1] offsets into start_values
     start_values: np.ndarray  # document start positions of all rows
 
@@ -106,10 +107,7 @@ class ShardSet:
 
 
 def _map_blocks(path: Path, seq_len: int) -> Iterator[_Block]:
-    source = pa.memory_map(str(path), "r")
-    reader = pa.ipc.open_file(source)
-    for index in range(reader.num_record_batches):
-        batch = reader.get_batch(index)
+    for batch in iter_batches(path):
         ids = batch.column("input_ids")
         if ids.null_count:
             raise ShardError(f"shard {path}: input_ids has null rows")
@@ -125,24 +123,15 @@ def _check_manifest(folder: Path, paths: list[Path]) -> dict[str, int]:
 
     Returns the row count the manifest records for each shard name.
     """
-    manifest_path = folder / MANIFEST_NAME
-    if not manifest_path.exists():
-        return {}
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    listed = manifest.get("shards") if isinstance(manifest, dict) else None
-    if not isinstance(listed, list):
-        return {}
+    try:
+        listed = listed_shards(read_manifest(folder))
+    except ValueError as exc:
+        raise ShardError(str(exc)) from None
     present = {p.name for p in paths}
-    rows: dict[str, int] = {}
-    for entry in listed:
-        name = entry.get("name") if isinstance(entry, dict) else entry
-        if not isinstance(name, str):
-            continue
-        if Path(name).name not in present:
-            raise ShardError(f"{manifest_path} lists shard {Path(name).name}, which is missing from {folder}")
-        if isinstance(entry, dict) and isinstance(entry.get("rows"), int):
-            rows[Path(name).name] = entry["rows"]
-    return rows
+    for name in listed:
+        if name not in present:
+            raise ShardError(f"{folder / MANIFEST_NAME} lists shard {name}, which is missing from {folder}")
+    return {name: e["rows"] for name, e in listed.items() if isinstance(e.get("rows"), int)}
 
 
 def expected_metadata(eos_id: int, tokenizer_sha256: str | None) -> dict[str, object]:
@@ -168,9 +157,15 @@ def open_shard_sets(
     sets: dict[tuple[int, str], ShardSet] = {}
     for seq_len in seq_lens:
         for split in splits:
-            sets[(seq_len, split)] = shard_set = ShardSet(
-                root, seq_len, split, expected_metadata(eos_id, tokenizer_sha256)
-            )
+            try:
+                sets[(seq_len, split)] = shard_set = ShardSet(
+                    root, seq_len, split, expected_metadata(eos_id, tokenizer_sha256)
+                )
+            except ShardError as exc:
+                if "eos_id:" not in str(exc):
+                    raise
+                raise ShardError(f"{exc} (the model's eos_token_id); tokenize with the model's own tokenizer: "
+                                 "python -m pipeline.tokenize tokenizer=<the model folder>") from None
             tokenizer_sha256 = tokenizer_sha256 or shard_set.metadata.get("tokenizer_sha256")
             shard_vocab = int(shard_set.metadata.get("vocab_size", 0) or 0)
             if shard_vocab > vocab_size:

@@ -11,7 +11,7 @@ from pipeline.tokenize.report import print_summary
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, _ = stage_cli(TokenizeConfig, "GPT-2 BPE, train/holdout split, decontamination, packed Arrow shards.",
+    cfg, _ = stage_cli(TokenizeConfig, "BPE (GPT-2's or the model's own), train/holdout split, decontamination, packed Arrow shards and/or Megatron's indexed dataset.",
                        DEFAULT_CONFIG, argv, prog="python -m pipeline.tokenize")
     try:
         report = run(cfg)

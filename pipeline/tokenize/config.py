@@ -10,6 +10,7 @@ from pipeline import split as splitting
 from pipeline.kernel import RunConfig
 
 DEFAULT_CONFIG = "configs/data/tokenize.yaml"
+FORMATS = ("arrow", "megatron")  # packed Arrow shards; Megatron's indexed dataset (.bin + .idx)
 
 
 @dataclass
@@ -70,17 +71,23 @@ class TokenizeRunConfig(RunConfig):
 class TokenizeConfig:
     input: str  # a cleaned corpus: one sub-folder per source
     output: str
-    tokenizer: str | None  # tokenizer.json (null: the committed one)
+    tokenizer: str | None  # tokenizer.json or a model folder holding one (null: the committed GPT-2 BPE)
+    formats: list[str]  # outputs, any of FORMATS
     split: SplitConfig
     pack: PackConfig
     shards: ShardConfig
     run: TokenizeRunConfig
 
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.formats if f not in FORMATS]
+        if not self.formats or unknown or len(set(self.formats)) != len(self.formats):
+            raise ValueError(f"formats must be a non-empty list of distinct names from {list(FORMATS)}, got {self.formats}")
+
 
 def content_config(cfg: TokenizeConfig) -> dict[str, Any]:
     """The settings that decide shard contents (stored in every shard's metadata)."""
     data = to_dict(cfg)
-    for key in ("input", "output", "run", "tokenizer"):
+    for key in ("input", "output", "run", "tokenizer", "formats"):
         data.pop(key)
     return data
 

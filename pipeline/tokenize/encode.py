@@ -18,34 +18,40 @@ from pipeline import split as splitting
 from pipeline.corpus_io import Rejected, SourceFile, iter_file
 from pipeline.corpus_write import reason_kind
 from pipeline.tokenize.config import TokenizeConfig
-from pipeline.tokenizer import Encoder
+from pipeline.tokenizer import Encoder, TokenizerInfo
 
 PART_VERSION = 1  # bump when the part file layout or its summary changes
 REJECTED_EXAMPLES = 20
-PART_SCHEMA = pa.schema(
-    [
-        pa.field("doc_id", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("split", pa.int8(), nullable=False),
-        pa.field("repeats", pa.int16(), nullable=False),
-        pa.field("text_sha256", pa.binary(32), nullable=False),
-        pa.field("tokens", pa.list_(pa.uint16()), nullable=False),
-    ]
-)
+
+
+def part_schema(dtype) -> pa.Schema:
+    """One record per document; ``tokens`` in the shards' id type."""
+    return pa.schema(
+        [
+            pa.field("doc_id", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("split", pa.int8(), nullable=False),
+            pa.field("repeats", pa.int16(), nullable=False),
+            pa.field("text_sha256", pa.binary(32), nullable=False),
+            pa.field("tokens", pa.list_(pa.from_numpy_dtype(dtype)), nullable=False),
+        ]
+    )
+
 
 _ENCODERS: dict[tuple, Encoder] = {}  # one per worker process and setting
 
 
-def _encoder(kind: str, path: str, threads: int) -> Encoder:
-    key = (kind, path, threads)
+def _encoder(kind: str, tokenizer: TokenizerInfo, threads: int) -> Encoder:
+    key = (kind, tokenizer, threads)
     if key not in _ENCODERS:
-        _ENCODERS[key] = Encoder(kind, path, threads)
+        _ENCODERS[key] = Encoder(kind, tokenizer, threads)
     return _ENCODERS[key]
 
 
-def encode_file(cfg: TokenizeConfig, tokenizer_path: str, encoder_kind: str, sf: SourceFile, part: Path) -> dict[str, Any]:
+def encode_file(cfg: TokenizeConfig, tokenizer: TokenizerInfo, encoder_kind: str, sf: SourceFile, part: Path) -> dict[str, Any]:
     """Encode one corpus file into the part file ``part``; returns its summary."""
-    encoder = _encoder(encoder_kind, tokenizer_path, cfg.run.encode_threads)
+    encoder = _encoder(encoder_kind, tokenizer, cfg.run.encode_threads)
+    schema = part_schema(tokenizer.dtype)
     split_cfg, weights = cfg.split, cfg.pack.source_weights
     counts: dict[str, dict[str, dict[str, int]]] = {}
     holdout: list[str] = []
@@ -78,12 +84,12 @@ def encode_file(cfg: TokenizeConfig, tokenizer_path: str, encoder_kind: str, sf:
             pa.array(splits, pa.int8()),
             pa.array(reps, pa.int16()),
             pa.array(digests, pa.binary(32)),
-            pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(tokens, pa.uint16())),
+            pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(tokens)),
         ]
-        writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=PART_SCHEMA))
+        writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
         batch.clear()
 
-    with atomic_path(part) as partial, pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_file(sink, PART_SCHEMA) as writer:
+    with atomic_path(part) as partial, pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
         start = time.perf_counter()
         for item in iter_file(sf):
             if isinstance(item, Rejected):

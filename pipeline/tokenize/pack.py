@@ -9,18 +9,17 @@ from __future__ import annotations
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from common.atomic import temp_path, write_json
+from common.atomic import temp_path
 from pipeline import split as splitting
 from pipeline.packing import Packer, RowSpool, write_shards
-from pipeline.shard_format import FORMAT_VERSION, MANIFEST_NAME, split_dir
+from pipeline.shard_format import FORMAT_VERSION, split_dir, token_dtype, write_manifest
 from pipeline.tokenize.config import TokenizeConfig
-from pipeline.tokenizer import EOS_ID, VOCAB_SIZE
 
 
 def select_documents(
@@ -54,26 +53,34 @@ def select_documents(
     return tokens[np.repeat(mask, lengths)], lengths[mask], [s for s, keep in zip(sources, mask.tolist()) if keep]
 
 
-def pack_split(cfg: TokenizeConfig, split: str, seq_len: int, parts: list[Path], holdout: frozenset[bytes],
-               folder: Path, metadata: dict[str, str]) -> dict[str, Any]:
-    """Pack, shuffle and write one split at one length under ``folder`` (seq<L>/<split>/ below it)."""
-    packer = Packer(seq_len, EOS_ID)
-    spool = RowSpool(temp_path(folder / f"rows-seq{seq_len}-{split}.arrow"), seq_len)
-    removed: dict[str, dict[str, int]] = {}
-    documents: Counter = Counter()
-    tokens: Counter = Counter()
-    start = time.perf_counter()
+def split_stream(cfg: TokenizeConfig, split: str, parts: list[Path], holdout: frozenset[bytes],
+                 removed: dict[str, dict[str, int]]) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
+    """The documents of ``split`` in stream order, batch by batch: every epoch of the
+    part files in corpus order (train repeats a document in ``repeats`` epochs)."""
     epochs = cfg.pack.max_repeats if split == "train" else 1
     for epoch in range(epochs):
         for part in parts:
             with pa.memory_map(str(part), "r") as mapped:
                 reader = pa.ipc.open_file(mapped)
                 for i in range(reader.num_record_batches):
-                    ids, lengths, sources = select_documents(reader.get_batch(i), split, epoch, holdout, removed)
-                    documents.update(sources)
-                    for source, n in zip(sources, lengths.tolist()):
-                        tokens[source] += n
-                    spool.write(packer.add(ids, lengths, sources))
+                    yield select_documents(reader.get_batch(i), split, epoch, holdout, removed)
+
+
+def pack_split(cfg: TokenizeConfig, split: str, seq_len: int, parts: list[Path], holdout: frozenset[bytes],
+               folder: Path, metadata: dict[str, str]) -> dict[str, Any]:
+    """Pack, shuffle and write one split at one length under ``folder`` (seq<L>/<split>/ below it)."""
+    eos_id, vocab_size = int(metadata["eos_id"]), int(metadata["vocab_size"])
+    packer = Packer(seq_len, eos_id, token_dtype(vocab_size))
+    spool = RowSpool(temp_path(folder / f"rows-seq{seq_len}-{split}.arrow"), seq_len, token_dtype(vocab_size))
+    removed: dict[str, dict[str, int]] = {}
+    documents: Counter = Counter()
+    tokens: Counter = Counter()
+    start = time.perf_counter()
+    for ids, lengths, sources in split_stream(cfg, split, parts, holdout, removed):
+        documents.update(sources)
+        for source, n in zip(sources, lengths.tolist()):
+            tokens[source] += n
+        spool.write(packer.add(ids, lengths, sources))
     timing = {"pack_s": time.perf_counter() - start}
 
     start = time.perf_counter()
@@ -88,8 +95,8 @@ def pack_split(cfg: TokenizeConfig, split: str, seq_len: int, parts: list[Path],
         "format_version": FORMAT_VERSION,
         "split": split,
         "seq_len": seq_len,
-        "eos_id": EOS_ID,
-        "vocab_size": VOCAB_SIZE,
+        "eos_id": eos_id,
+        "vocab_size": vocab_size,
         "tokenizer_sha256": metadata["tokenizer_sha256"],
         "rows": rows,
         "tokens": rows * seq_len,
@@ -105,7 +112,7 @@ def pack_split(cfg: TokenizeConfig, split: str, seq_len: int, parts: list[Path],
         },
         "shards": entries,
     }
-    write_json(out / MANIFEST_NAME, manifest, indent=2, sort_keys=False)
+    write_manifest(out, manifest)
     timing["write_s"] = time.perf_counter() - start
     return {
         "split": split,

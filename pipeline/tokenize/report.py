@@ -8,10 +8,10 @@ from typing import Any
 from common.config import to_dict
 from pipeline.shard_format import FORMAT_VERSION
 from pipeline.tokenize.encode import REJECTED_EXAMPLES
-from pipeline.tokenizer import EOS_ID, VOCAB_SIZE, resolve_encoder
+from pipeline.tokenizer import resolve_encoder
 
 
-def build_report(cfg, files, summaries, splits, tok_sha, reused, tokenize_wall, total_wall) -> dict[str, Any]:
+def build_report(cfg, files, summaries, splits, megatron, tokenizer, reused, tokenize_wall, total_wall) -> dict[str, Any]:
     documents: dict[str, dict[str, dict[str, int]]] = {}
     rejected: Counter = Counter()
     examples: list = []
@@ -35,14 +35,17 @@ def build_report(cfg, files, summaries, splits, tok_sha, reused, tokenize_wall, 
         write_s += result["timing"]["write_s"]
         if result["split"] == "train":  # every length's train task counts the same removals
             removed = result["decontamination_removed"]
+    for result in megatron:
+        if result["split"] == "train":  # the same removals when there are no Arrow shards
+            removed = removed or result.get("decontamination_removed", {})
     input_bytes = sum(c["bytes"] for per in documents.values() for c in per.values())
-    return {
+    report = {
         "stage": "tokenize",
         "complete": True,
         "format_version": FORMAT_VERSION,
-        "tokenizer_sha256": tok_sha,
-        "eos_id": EOS_ID,
-        "vocab_size": VOCAB_SIZE,
+        "tokenizer_sha256": tokenizer.sha256,
+        "eos_id": tokenizer.eos_id,
+        "vocab_size": tokenizer.vocab_size,
         "config": to_dict(cfg),
         "input_files": len(files),
         "input_files_reused": reused,
@@ -56,7 +59,7 @@ def build_report(cfg, files, summaries, splits, tok_sha, reused, tokenize_wall, 
         "rejected_examples": examples[:REJECTED_EXAMPLES],
         "folders": folders,
         "timing": {
-            "encoder": resolve_encoder(cfg.run.encoder),
+            "encoder": resolve_encoder(cfg.run.encoder, tokenizer.gpt2),
             "wall_s": round(total_wall, 3),
             "tokenize_wall_s": round(tokenize_wall, 3),
             "read_s": round(read_s, 3),
@@ -68,6 +71,10 @@ def build_report(cfg, files, summaries, splits, tok_sha, reused, tokenize_wall, 
             "mb_per_s": round(input_bytes / 1e6 / total_wall, 3) if total_wall else None,
         },
     }
+    if megatron:
+        report["megatron"] = {r["split"]: {k: v for k, v in r.items() if k not in ("split", "timing", "decontamination_removed")} for r in megatron}
+        report["timing"]["megatron_s"] = round(sum(r["timing"]["megatron_s"] for r in megatron), 3)
+    return report
 
 
 def print_summary(report: dict[str, Any]) -> None:
@@ -82,6 +89,8 @@ def print_summary(report: dict[str, Any]) -> None:
         print(f"  rejected input records: {sum(report['rejected'].values()):,} (see manifest.json)")
     for name, f in report["folders"].items():
         print(f"  {name:<20} {f['shards']:>4} shards {f['rows']:>9,} rows of {f['documents']:,} documents, remainder {f['remainder']['tokens']:,} tokens")
+    for split, m in report.get("megatron", {}).items():
+        print(f"  megatron/{m['prefix']:<24} {m['documents']:>9,} documents {m['tokens']:>13,} tokens ({m['dtype']})")
     for name, f in report["folders"].items():
         if f["rows"] == 0:
             print(f"  warning: {name} has no full row; a larger corpus or holdout fraction (split.*) fills it")

@@ -4,14 +4,20 @@ training config derived from configs/train/demo.yaml."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from common.config import load_config
-from pipeline.shard_format import FORMAT_VERSION, shard_name, shard_schema, split_dir
+from pipeline.shard_format import (
+    FORMAT_VERSION,
+    rows_table,
+    shard_name,
+    shard_schema,
+    split_dir,
+    write_manifest,
+    write_shard,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 EOS = 256  # byte ids 0..255, EOS after every document
@@ -55,24 +61,14 @@ def write_split(root: Path, seq_len: int, split: str, docs: list[bytes], rows_pe
             "eos_id": eos, "vocab_size": VOCAB, "split": split, "config": "{}"}
     meta.update(metadata or {})
     folder = split_dir(root, seq_len, split)
-    folder.mkdir(parents=True, exist_ok=True)
     schema = shard_schema(seq_len, meta)
     shards = []
     for n, start in enumerate(range(0, len(ids), rows_per_shard)):
         chunk = ids[start : start + rows_per_shard]
-        table = pa.table({
-            "input_ids": pa.FixedSizeListArray.from_arrays(pa.array(chunk.reshape(-1), pa.uint16()), seq_len),
-            "doc_starts": pa.array(doc_starts[start : start + rows_per_shard], pa.list_(pa.int32())),
-            "source": pa.array(["test"] * len(chunk), pa.string()),
-        }, schema=schema)
-        path = folder / shard_name(n)
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-            # two record batches per shard, so readers must handle several
-            half = max(len(chunk) // 2, 1)
-            for batch in table.to_batches(max_chunksize=half):
-                writer.write_batch(batch)
-        shards.append({"name": path.name, "rows": len(chunk)})
-    (folder / "manifest.json").write_text(json.dumps({"shards": shards}), encoding="utf-8")
+        table = rows_table(chunk, doc_starts[start : start + rows_per_shard], ["test"] * len(chunk), schema)
+        # two record batches per shard, so readers must handle several
+        shards.append(write_shard(folder / shard_name(n), table, rows_per_batch=max(len(chunk) // 2, 1)))
+    write_manifest(folder, {"shards": shards})
     return len(ids)
 
 
