@@ -39,6 +39,7 @@ help:
 	@echo "make coord-check  muP coordinate check on $(TOKENS_DIR)"
 	@echo "make mup-sweep    learning-rate transfer across width on $(TOKENS_DIR)"
 	@echo "Options: CONFIG=path.yaml ARGS=\"key=value ...\""
+	@echo "Each stage is a subcommand of $(CLI) (after setup; --help lists them)"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -11,7 +11,6 @@ import shutil
 import site
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -55,6 +54,7 @@ def test_missing_file_is_named(tmp_path, monkeypatch):
 def source_copy(dest: Path) -> Path:
     """The files a wheel is built from (pyproject's package list), copied so the build writes
     nothing into the source tree."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     packages = tomllib.loads(pyproject)["tool"]["setuptools"]["packages"]["find"]["include"]
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
