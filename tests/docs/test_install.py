@@ -5,6 +5,7 @@ from an empty folder with nothing of the source tree reachable."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common import cli
 from common.config import ConfigError, load_config, read_yaml, shipped_path
 from pipeline.dedup.config import DedupStageConfig
 
@@ -49,6 +51,18 @@ def test_missing_file_is_named(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="configs/data/nothing.yaml does not exist"):
         read_yaml("configs/data/nothing.yaml")
     assert shipped_path("data/sample") == Path("data/sample")  # only shipped folders fall back
+
+
+def test_every_subcommand_forwards_to_a_stage_main(capsys):
+    for name, (module, _) in cli.COMMANDS.items():
+        assert importlib.util.find_spec(module) is not None, f"{name}: no module {module}"
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["dedup", "--help"])  # the stage's own argparse help
+    assert stop.value.code == 0 and "usage: python -m pipeline.dedup" in capsys.readouterr().out
+    assert cli.main(["--help"]) == 0
+    listing = capsys.readouterr().out
+    assert all(f"\n  {name} " in listing for name in cli.COMMANDS)
+    assert cli.main(["nonsense"]) == 2 and "unknown command 'nonsense'" in capsys.readouterr().err
 
 
 def source_copy(dest: Path) -> Path:
