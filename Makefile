@@ -5,6 +5,8 @@
 PYTHON     ?= python3
 VENV       ?= .venv
 PY         := $(VENV)/bin/python
+# The project's command (installed by setup): one subcommand per stage, `$(CLI) --help` lists them.
+CLI        := $(VENV)/bin/slimpajama-btlm
 TORCH_SPEC ?= torch==2.13.0
 CONFIG     ?=
 ARGS       ?=
@@ -37,6 +39,7 @@ help:
 	@echo "make coord-check  muP coordinate check on $(TOKENS_DIR)"
 	@echo "make mup-sweep    learning-rate transfer across width on $(TOKENS_DIR)"
 	@echo "Options: CONFIG=path.yaml ARGS=\"key=value ...\""
+	@echo "Each stage is a subcommand of $(CLI) (after setup; --help lists them)"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,35 +59,35 @@ test-fast: setup
 # --- stages -------------------------------------------------------------------------
 
 $(SAMPLE_DONE): | setup
-	$(PY) -m pipeline.sample
+	$(CLI) corpus
 
 $(DEDUP_DONE): $(SAMPLE_DONE)
-	$(PY) -m pipeline.dedup
+	$(CLI) dedup
 
 $(TOKENS_DONE): $(DEDUP_DONE)
-	$(PY) -m pipeline.tokenize
+	$(CLI) tokenize
 
 corpus: setup
-	$(PY) -m pipeline.sample $(config_flag) $(ARGS)
+	$(CLI) corpus $(config_flag) $(ARGS)
 
 dedup: setup $(call upstream,$(SAMPLE_DONE))
-	$(PY) -m pipeline.dedup $(config_flag) $(ARGS)
+	$(CLI) dedup $(config_flag) $(ARGS)
 
 tokenize: setup $(call upstream,$(DEDUP_DONE))
-	$(PY) -m pipeline.tokenize $(config_flag) $(ARGS)
+	$(CLI) tokenize $(config_flag) $(ARGS)
 
 pretrain: setup $(call upstream,$(TOKENS_DONE))
-	$(PY) -m train.pretrain $(config_flag) $(ARGS)
+	$(CLI) pretrain $(config_flag) $(ARGS)
 
 stats: setup $(call upstream,$(TOKENS_DONE))
-	$(PY) -m pipeline.stats $(if $(CONFIG),$(CONFIG),$(TOKENS_DIR)) $(ARGS)
+	$(CLI) stats $(if $(CONFIG),$(CONFIG),$(TOKENS_DIR)) $(ARGS)
 
 # The scaling experiments read the token shards, built first like pretrain's.
 coord-check: setup $(call upstream,$(TOKENS_DONE))
-	$(PY) -m train.scaling.coord_check $(config_flag) $(ARGS)
+	$(CLI) coord-check $(config_flag) $(ARGS)
 
 mup-sweep: setup $(call upstream,$(TOKENS_DONE))
-	$(PY) -m train.scaling.mup_sweep $(config_flag) $(ARGS)
+	$(CLI) mup-sweep $(config_flag) $(ARGS)
 
 # lm-evaluation-harness, offline: CKPT=checkpoint folder (default: the newest of runs/demo/checkpoints),
 # TASKS=comma-separated lm-eval task names, task YAMLs or folders (default: the shipped holdout task).
@@ -92,7 +95,7 @@ CKPT  ?=
 TASKS ?=
 # (lm-eval comes with the dev extra that setup installs; elsewhere: pip install -e ".[eval]").
 eval: setup
-	$(PY) -m train.harness $(config_flag) $(if $(CKPT),checkpoint=$(CKPT)) $(if $(TASKS),"tasks=[$(TASKS)]") $(ARGS)
+	$(CLI) eval $(config_flag) $(if $(CKPT),checkpoint=$(CKPT)) $(if $(TASKS),"tasks=[$(TASKS)]") $(ARGS)
 
 # Side-by-side benchmarks against the reference tools (bench extra); not part of CI.
 bench: setup

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.resources
 import json
 import re
 import types
@@ -64,13 +65,35 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Top-level folders whose files the installed package carries: a relative `configs/...` or
+# `pipeline/assets/...` path that does not exist under the working directory is read from the
+# installed copy, so the defaults work from any directory and after a non-editable install.
+SHIPPED_PACKAGES = ("configs", "pipeline")
+
+
+def shipped_path(path: str | Path) -> Path:
+    """``path`` when it exists (a user's own file always wins) or is absolute; else, for a
+    relative path under one of ``SHIPPED_PACKAGES``, the installed copy when there is one;
+    else ``path`` unchanged, for the caller's error to name."""
+    path = Path(path)
+    if path.is_absolute() or path.exists() or len(path.parts) < 2 or path.parts[0] not in SHIPPED_PACKAGES:
+        return path
+    try:
+        root = importlib.resources.files(path.parts[0])
+    except ModuleNotFoundError:
+        return path
+    installed = Path(str(root.joinpath("/".join(path.parts[1:]))))
+    return installed if installed.exists() else path
+
+
 BASE_KEY = "base"  # a config file may extend another: `base: slimpajama.yaml` + the keys that change
 
 
 def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A YAML mapping; with a ``base:`` key, the base file (relative to this one) merged
-    under this file's keys, recursively."""
-    path = Path(path)
+    under this file's keys, recursively. A shipped default (``configs/...``) is found from any
+    directory (``shipped_path``)."""
+    path = shipped_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

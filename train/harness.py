@@ -24,7 +24,7 @@ import yaml
 from tokenizers import Tokenizer
 
 from common.atomic import write_json, write_text
-from common.config import stage_cli, to_dict
+from common.config import shipped_path, stage_cli, to_dict
 from model.hf_checkpoint import read_config
 from model.tokenizer_files import TOKENIZER_NAME, file_sha256, has_tokenizer_files, write_tokenizer_files
 from train.checkpoint import PROJECT_TOKENIZER, STATE_NAME, find_tokenizer, latest_checkpoint
@@ -100,7 +100,7 @@ def prepare_tasks(cfg: HarnessConfig, work: Path, tokenizer: Path) -> tuple[list
     """(task names, folders for lm-eval to index, whether lm-eval's own tasks are needed)."""
     names, include, defaults = [], [], False
     for task in cfg.tasks:
-        path, shipped = Path(task), Path(cfg.task_dir) / f"{task}.yaml"
+        path, shipped = Path(task), shipped_path(cfg.task_dir) / f"{task}.yaml"
         if path.is_dir():
             include.append(path.resolve())
             names += [task_name(p) for p in sorted(path.glob("*.yaml"))]

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from common.atomic import write_json
-from common.config import stage_cli, to_json
+from common.config import shipped_path, stage_cli, to_json
 from train.config import TrainConfig, resolve_run_dir
 from train.data import ShardError
 from train.distributed import DistEnv, init_distributed, shutdown
@@ -52,12 +51,13 @@ def sample_generation(trainer: Trainer, model) -> dict[str, Any] | None:
     s = trainer.config.sample
     if not s.tokenizer:  # the config asks for no sample
         return None
-    if not Path(s.tokenizer).exists():
+    path = shipped_path(s.tokenizer)  # the default pipeline/assets/... is found from any directory
+    if not path.exists():
         print(f"sample generation skipped: tokenizer {s.tokenizer!r} not found", file=sys.stderr)
         return None
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(s.tokenizer)
+    tokenizer = Tokenizer.from_file(str(path))
     prompt_ids = tokenizer.encode(s.prompt).ids
     torch.manual_seed(trainer.config.seed)
     model = model.eval()
