@@ -240,12 +240,36 @@ def _type_name(tp: Any) -> str:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """The resolved configuration as plain data (for manifests and metadata)."""
-    return dataclasses.asdict(config)
+    """The resolved configuration as plain data (for manifests and metadata), without the
+    fields marked secret (``field(metadata={"secret": True})``: credentials)."""
+    return _public(dataclasses.asdict(config), type(config))
+
+
+def _public(data: Any, tp: Any) -> Any:
+    """``data`` (asdict of a ``tp``) with every secret field of ``tp`` and its nested dataclasses dropped."""
+    if not (dataclasses.is_dataclass(tp) and isinstance(data, dict)):
+        return data
+    hints = get_type_hints(tp)
+    out = {}
+    for f in dataclasses.fields(tp):
+        if f.metadata.get("secret") or f.name not in data:
+            continue
+        out[f.name] = _public(data[f.name], _dataclass_in(hints.get(f.name)))
+    return out
+
+
+def _dataclass_in(tp: Any) -> Any:
+    """The dataclass a field holds (also inside Optional[...]), else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    for arg in get_args(tp):
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None
 
 
 def to_json(config: Any) -> str:
-    """Canonical JSON of a resolved configuration (sorted keys, stable across runs)."""
+    """Canonical JSON of a resolved configuration (sorted keys, stable across runs; no secrets)."""
     return json.dumps(to_dict(config), sort_keys=True, separators=(",", ":"))
 
 
