@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.test_hf_support import REPO, run_fresh, run_isolated, tiny_model, write_run_checkpoint
+from tests.helpers.hf_support import REPO, run_fresh, run_isolated, tiny_model, write_run_checkpoint
 
 pytest.importorskip("transformers")
 
