@@ -5,6 +5,7 @@ with plain transformers, and gets the project's logits; init_from brings both ba
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import types
@@ -168,7 +169,12 @@ def test_init_from_an_export_continues_from_the_same_model(exported, gpt2_tokens
     with torch.no_grad():
         ours = exported["models"][kind](exported["ids"]).logits
         assert relative_difference(ours, trainer.model.eval()(exported["ids"]).logits) <= 1e-5
-    trainer.train_step()  # and it trains from there
+    record = trainer.train_step()  # and it trains from there: one finite step that moves the weights
+    assert record["step"] == 1 and not record["skipped"]
+    assert math.isfinite(record["loss"]) and record["grad_norm"] > 0
+    with torch.no_grad():
+        after = trainer.model.eval()(exported["ids"]).logits
+    assert relative_difference(ours, after) > 1e-4
 
 
 def test_gguf_format_calls_the_gguf_writer(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from pipeline.tokenizer import load_tokenizer
 from tests.helpers.hf_support import REPO, real_texts, tiny_model, write_gpt2_shards, write_run_checkpoint
@@ -64,10 +65,46 @@ def test_a_bare_model_folder_falls_back_to_the_projects_tokenizer(tmp_path):
     assert tokenizer_json(tmp_path) == PROJECT_TOKENIZER
 
 
+def project_loglikelihood(model, context: str, continuation: str) -> float:
+    """log p(continuation | context) under the project model, split into tokens as lm-eval splits them:
+    the context's trailing spaces go to the continuation, the whole text is encoded once."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+    tok = load_tokenizer()
+    whole, n_context = tok.encode(context + continuation).ids, len(tok.encode(context).ids)
+    with torch.no_grad():
+        logp = model(torch.tensor([whole])).logits.double().log_softmax(-1)[0]
+    return float(sum(logp[i - 1, whole[i]] for i in range(n_context, len(whole))))
+
+
+@pytest.mark.slow
+def test_lm_eval_log_likelihoods_are_the_project_models(tmp_path, shards):
+    """lm-eval's hf model, through the registered Auto classes, gives every holdout continuation the
+    log-likelihood the project model gives it."""
+    pytest.importorskip("transformers")
+    import model.hf_transformers  # noqa: F401  (as train.harness does)
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    ours = tiny_model("alibi")
+    checkpoint = write_run_checkpoint(ours, tmp_path / "run", step=3)
+    items = build_items(holdout(shards, max_items=5), load_tokenizer().decode)
+    pairs = [(item["context"], choice) for item in items for choice in item["choices"]]
+    lm = HFLM(pretrained=str(checkpoint), backend="causal", batch_size=4, dtype="float32", device="cpu")
+    got = lm.loglikelihood([Instance("loglikelihood", doc={}, arguments=pair, idx=i) for i, pair in enumerate(pairs)])
+    want = [project_loglikelihood(ours, *pair) for pair in pairs]
+    assert len(got) == len(want) == 4 * len(items) >= 16
+    for (ll, _), expected in zip(got, want):
+        assert ll == pytest.approx(expected, rel=1e-5, abs=1e-4)
+    assert len({round(ll, 3) for ll, _ in got}) > len(got) // 2  # distinct values: a real comparison
+
+
 @pytest.mark.slow
 def test_make_eval_scores_a_run_checkpoint_offline(tmp_path, shards):
     run_dir = tmp_path / "run"
-    write_run_checkpoint(tiny_model("alibi"), run_dir, step=7)
+    ours = tiny_model("alibi")
+    write_run_checkpoint(ours, run_dir, step=7)
     custom = tmp_path / "my_tasks"  # a task folder of the user's own, next to the shipped task
     custom.mkdir()
     docs = [{"q": f"{a} plus {b} is", "choices": [f" {a + b}", f" {a + b + 1}"], "label": 0} for a, b in [(1, 2), (3, 4)]]
@@ -88,6 +125,17 @@ def test_make_eval_scores_a_run_checkpoint_offline(tmp_path, shards):
     for metric in ("acc", "acc_norm"):
         value = report["metrics"]["holdout_continuation"][metric]
         assert 0.0 <= value["value"] <= 1.0 and value["stderr"] > 0.0
+    # The reported accuracies are the project model's own choices on the first 12 items.
+    task_items = (run_dir / "eval" / "lm-eval-step-00000007" / "tasks" / "holdout_continuation.jsonl").read_text()
+    items = [json.loads(line) for line in task_items.splitlines()][:12]
+    acc = acc_norm = 0
+    for item in items:
+        lls = [project_loglikelihood(ours, item["context"], choice) for choice in item["choices"]]
+        normed = [ll / len(choice) for ll, choice in zip(lls, item["choices"])]
+        acc += max(range(4), key=lls.__getitem__) == item["label"]
+        acc_norm += max(range(4), key=normed.__getitem__) == item["label"]
+    assert report["metrics"]["holdout_continuation"]["acc"]["value"] == pytest.approx(acc / 12)
+    assert report["metrics"]["holdout_continuation"]["acc_norm"]["value"] == pytest.approx(acc_norm / 12)
     assert report["n_samples"]["holdout_continuation"]["effective"] == 12
     assert report["n_samples"]["sums"]["effective"] == 2
     assert (run_dir / "eval" / "lm-eval-step-00000007" / "tasks" / "holdout_continuation.jsonl").is_file()

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from model import BTLMLMHeadModel
 from model.checkpoint.tokenizer import TOKENIZER_FILES
+from model.generation import filter_logits
 from pipeline.tokenizer import load_tokenizer
 from tests.helpers.hf_support import REPO, TEXTS, relative_difference, run_fresh, tiny_model, write_run_checkpoint
 
@@ -46,8 +47,11 @@ for kind, folder in spec["folders"].items():
         continue
     r["greedy"] = m.generate(prompt, max_new_tokens=spec["new_tokens"], do_sample=False)[0].tolist()
     r["top1_sample"] = m.generate(prompt, max_new_tokens=16, do_sample=True, top_k=1)[0].tolist()
-    torch.manual_seed(0)
-    r["sample"] = m.generate(prompt, max_new_tokens=16, do_sample=True, temperature=0.9, top_p=0.9)[0].tolist()
+    for key in ("sample", "sample_again"):  # the same seed twice: the same tokens
+        torch.manual_seed(0)
+        r[key] = m.generate(prompt, max_new_tokens=16, do_sample=True, temperature=0.9, top_p=0.9)[0].tolist()
+    torch.manual_seed(1)
+    r["sample_seed1"] = m.generate(prompt, max_new_tokens=16, do_sample=True, temperature=0.9, top_p=0.9)[0].tolist()
     beam = m.generate(prompt, max_new_tokens=12, num_beams=3, do_sample=False, length_penalty=0.0,
                       return_dict_in_generate=True, output_scores=True)
     r["beam"], r["beam_score"] = beam.sequences[0].tolist(), float(beam.sequences_scores[0])
@@ -136,6 +140,16 @@ def test_generate_matches_the_projects_kv_cached_generate(fresh_run, kind):
     assert r["greedy"] == ours  # greedy through transformers' DynamicCache, token for token
     assert r["top1_sample"] == ours[: PROMPT_LEN + 16]  # the sampling path, narrowed to one token
     assert len(r["sample"]) == PROMPT_LEN + 16 and r["sample"][:PROMPT_LEN] == prompt[0].tolist()
+    # Sampling: reproducible under a seed, not greedy, and every token drawn from the project's own
+    # temperature-0.9, top-p-0.9 set at its position.
+    assert r["sample_again"] == r["sample"] and r["sample_seed1"] != r["sample"]
+    assert r["sample"][PROMPT_LEN:] != ours[PROMPT_LEN : PROMPT_LEN + 16]
+    sampled = torch.tensor([r["sample"]])
+    with torch.no_grad():
+        logits = model(sampled).logits[0, PROMPT_LEN - 1 : -1].double() / 0.9
+    allowed = torch.isfinite(filter_logits(logits, None, 0.9))
+    assert allowed[torch.arange(16), sampled[0, PROMPT_LEN:]].all()
+    assert (allowed.sum(-1) > 1).any()  # the nucleus is wider than the greedy token: sampling had a choice
     # Beam search reorders the cache between steps; its score must be the sequence's true log-probability.
     assert r["beam_score"] == pytest.approx(sequence_logprob(model, r["beam"], PROMPT_LEN), abs=1e-3)
     assert sequence_logprob(model, r["beam"], PROMPT_LEN) >= sequence_logprob(model, ours[: PROMPT_LEN + 12], PROMPT_LEN) - 1e-6
