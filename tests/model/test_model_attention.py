@@ -235,14 +235,17 @@ def test_model_takes_the_fused_alibi_path_for_long_fp32_sequences(scaling, monke
 
 
 def reference_attention(q, k, v, slopes, scale, segment_ids=None):
-    """Causal ALiBi attention in float64 with an explicit [B, H, Tq, Tk] mask; queries are the last Tq positions."""
+    """Causal ALiBi attention in float64 with an explicit [B, H, Tq, Tk] mask, through the model's explicit-mask
+    path (``masked_attention``); queries are the last Tq positions."""
+    from model.attention.dispatch import masked_attention
+
     Tq, Tk = q.shape[2], k.shape[2]
     distance = (torch.arange(Tk - Tq, Tk)[:, None] - torch.arange(Tk)[None, :]).double()
     bias = (-slopes.double()[:, None, None] * distance).masked_fill(distance < 0, float("-inf"))[None]
     if segment_ids is not None:
         same = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
         bias = bias.masked_fill(~same, float("-inf"))
-    return F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=bias, scale=scale)
+    return masked_attention(q.double(), k.double(), v.double(), bias, False, scale)
 
 
 def random_qkv(B, H, T, D, seed, dtype=torch.float32, keys=None):
@@ -406,3 +409,27 @@ def test_model_flex_path_matches_the_sdpa_paths(monkeypatch):
         flexed = model(ids).logits, model(ids, segment_ids=segments).logits
     for a, b in zip(sdpa, flexed):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_choose_kernel_follows_its_table(monkeypatch):
+    """The rows of choose_kernel's docstring, first match wins; FlexAttention only where available."""
+    from model.attention import choose_kernel, flex
+    from model.attention.sdpa import MIN_LEN
+
+    cpu = torch.device("cpu")
+    long, short = MIN_LEN, MIN_LEN - 1
+    cases = [  # (q_len, past_len, alibi, documents, dropout) -> kernel on CPU, kernel with FlexAttention
+        ((long, 0, True, False, False), "alibi", "flex"),
+        ((long, 0, True, False, True), "alibi", "alibi"),  # dropout: FlexAttention has none
+        ((long, 7, True, False, False), "alibi", "alibi"),  # cached prefill
+        ((short, 0, True, True, False), "documents", "flex"),
+        ((long, 0, False, True, False), "documents", "flex"),
+        ((short, 0, True, False, False), "mask", "flex"),
+        ((1, 9, True, False, False), "mask", "mask"),  # a decode step
+        ((long, 0, False, False, False), "causal", "causal"),
+        ((1, 9, False, False, False), "full", "full"),
+        ((3, 9, False, False, False), "mask", "mask"),
+    ]
+    assert [choose_kernel(cpu, *args) for args, _, _ in cases] == [k for _, k, _ in cases]
+    monkeypatch.setattr(flex, "available", lambda device: True)
+    assert [choose_kernel(cpu, *args) for args, _, _ in cases] == [k for _, _, k in cases]
