@@ -83,9 +83,10 @@ def test_lm_eval_log_likelihoods_are_the_project_models(tmp_path, shards):
     """lm-eval's hf model, through the registered Auto classes, gives every holdout continuation the
     log-likelihood the project model gives it."""
     pytest.importorskip("transformers")
-    import model.hf_transformers  # noqa: F401  (as train.harness does)
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
+
+    import model.hf_transformers  # noqa: F401  (as train.harness does)
 
     ours = tiny_model("alibi")
     checkpoint = write_run_checkpoint(ours, tmp_path / "run", step=3)
