@@ -96,8 +96,8 @@ def test_lm_eval_log_likelihoods_are_the_project_models(tmp_path, shards):
     got = lm.loglikelihood([Instance("loglikelihood", doc={}, arguments=pair, idx=i) for i, pair in enumerate(pairs)])
     want = [project_loglikelihood(ours, *pair) for pair in pairs]
     assert len(got) == len(want) == 4 * len(items) >= 16
-    for (ll, _), expected in zip(got, want):
-        assert ll == pytest.approx(expected, rel=1e-5, abs=1e-4)
+    for (ll, _), expected in zip(got, want):  # measured: at most 8e-6 apart on values near -90
+        assert ll == pytest.approx(expected, rel=1e-6, abs=1e-4)
     assert len({round(ll, 3) for ll, _ in got}) > len(got) // 2  # distinct values: a real comparison
 
 
