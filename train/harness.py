@@ -25,8 +25,8 @@ from tokenizers import Tokenizer
 
 from common.atomic import write_json, write_text
 from common.config import shipped_path, stage_cli, to_dict
-from model.hf_checkpoint import read_config
-from model.tokenizer_files import TOKENIZER_NAME, file_sha256, has_tokenizer_files, write_tokenizer_files
+from model.checkpoint.folder import read_config
+from model.checkpoint.tokenizer import TOKENIZER_NAME, file_sha256, has_tokenizer_files, write_tokenizer_files
 from train.checkpoint import PROJECT_TOKENIZER, STATE_NAME, find_tokenizer, latest_checkpoint
 from train.holdout_task import HoldoutSection, build_items, write_items
 
