@@ -78,7 +78,7 @@ def llama_quantize(source: Path, target: Path, quant: str) -> None:
     except ImportError:
         raise GGUFExportError(
             f"quant {quant!r} needs llama.cpp's quantizer: pip install -e '.[llama]' "
-            "(llama-cpp-python; builds from source, see README 'Run it in llama.cpp')"
+            "(llama-cpp-python; builds from source, see docs/export.md, 'GGUF and llama.cpp')"
         ) from None
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = int(FILE_TYPE[quant])
