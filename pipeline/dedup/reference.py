@@ -5,7 +5,8 @@ in dedup (kept and removed alike) with its id, exact text hash, MinHash signatur
 kept document of its cluster (``kept_part``, ``kept_row``: a row of this index, -1
 where that document lies outside it) and where its text is: kept documents in the
 cleaned corpus (``chunk``, ``line``), removed ones in ``index/removed/`` (``text_chunk``,
-``text_line``); plus ``index/manifest.json`` (the MinHash settings the signatures were
+``text_line``; not for an exact copy of an indexed document, which no later run
+compares again: it never represents its exact group); plus ``index/manifest.json`` (the MinHash settings the signatures were
 made with).
 
 ``python -m pipeline.dedup ... reference=DIR`` deduplicates a new corpus within itself
@@ -212,6 +213,9 @@ def reference_texts(corpus: Path, part: Path, rows: set[int]) -> Iterator[str]:
     if not rows:
         return
     with np.load(part, allow_pickle=False) as z:
+        stored = (z["chunk"] >= 0) | (z["text_chunk"] >= 0)
+        if not all(stored[r] for r in rows):
+            raise ValueError(f"{part}: a document in an undecided pair has no stored text (index written by another version?)")
         in_corpus = _located(corpus, z["chunk"], z["line"], z["chunks"], rows)
         in_index = _located(part.parent / REMOVED, z["text_chunk"], z["text_line"], z["removed_chunks"], rows)
     for _, text in heapq.merge(in_corpus, in_index, key=lambda pair: pair[0]):

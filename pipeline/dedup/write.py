@@ -60,7 +60,9 @@ def write_file(cfg: DedupStageConfig, layout: Layout, file_no: int, sf: SourceFi
                         place = (*writer.write(record), -1, -1)
                     else:
                         status, reason, kept_id = "duplicate", "exact" if kind[i] == 1 else "near", lines.id_of(cluster)
-                        place = (-1, -1, *removed.write({"text": b["text"][j]}))
+                        # an exact copy of a document in the index is never compared again: no text needed
+                        kept_elsewhere = kind[i] == 1 and cluster >= offsets[layout.reference_files]
+                        place = (-1, -1, -1, -1) if kept_elsewhere else (-1, -1, *removed.write({"text": b["text"][j]}))
                     for key, value in zip(written, (i, b["id"][j], cluster, *place)):
                         written[key].append(value)
                 for name, value in zip(LEDGER_SCHEMA.names,
