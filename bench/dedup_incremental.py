@@ -11,6 +11,7 @@ case: a new document joining two earlier clusters), the bridging count the repor
 gives, and the reference index's size per document.
 
     python bench/dedup_incremental.py --corpus data/sample --new 'code/chunk-0000[23]*' --out /tmp/dedup-incremental
+    python bench/dedup_incremental.py --corpus data/sample --every 3 --out /tmp/dedup-incremental-3
 """
 
 from __future__ import annotations
@@ -25,21 +26,30 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import zstandard
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def split(corpus: Path, patterns: list[str], out: Path) -> None:
+def split(corpus: Path, patterns: list[str], every: int, out: Path) -> None:
+    """Files matching ``patterns`` go to the new dump; with ``every`` > 0, instead every
+    ``every``-th document of each file does (duplicates that sit together are split)."""
     shutil.rmtree(out / "dumps", ignore_errors=True)
-    for path in sorted(corpus.glob("*/*")):
-        if not path.name.endswith((".jsonl", ".jsonl.zst", ".parquet")):
-            continue
+    for path in sorted(corpus.glob("*/*.jsonl.zst")):
         rel = f"{path.parent.name}/{path.name}"
-        dump = "b" if any(fnmatch.fnmatch(rel, p) for p in patterns) else "a"
-        for root in (out / "dumps" / dump, out / "dumps" / "joint"):
-            target = root / f"{dump}-{path.parent.name}" / path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(path.resolve())
+        if every:
+            lines = zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes()).splitlines(keepends=True)
+            parts = {"a": [x for k, x in enumerate(lines) if k % every], "b": [x for k, x in enumerate(lines) if not k % every]}
+        else:
+            parts = {"b" if any(fnmatch.fnmatch(rel, p) for p in patterns) else "a": None}
+        for dump, body in parts.items():
+            for root in (out / "dumps" / dump, out / "dumps" / "joint"):
+                target = root / f"{dump}-{path.parent.name}" / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if body is None:
+                    target.symlink_to(path.resolve())
+                else:
+                    target.write_bytes(zstandard.ZstdCompressor().compress(b"".join(body)))
 
 
 def dedup(repo: Path, inp: Path, output: Path, num_cpus: int, *extra: str) -> None:
@@ -60,13 +70,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="data/sample")
     parser.add_argument("--new", nargs="+", default=["code/chunk-0000[23]*"])
+    parser.add_argument("--every", type=int, default=0, help="every N-th document of each file is new (instead of --new)")
     parser.add_argument("--out", default="/tmp/dedup-incremental")
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--reuse-joint", action="store_true", help="keep an earlier joint run's output")
     parser.add_argument("--repo", default=str(REPO), help="the checkout whose pipeline runs (compare versions)")
     args = parser.parse_args()
     out = Path(args.out)
-    split(Path(args.corpus), args.new, out)
+    split(Path(args.corpus), args.new, args.every, out)
     repo = Path(args.repo).resolve()
     dedup(repo, out / "dumps" / "a", out / "earlier", args.num_cpus)
     dedup(repo, out / "dumps" / "b", out / "incremental", args.num_cpus, f"reference={out / 'earlier'}")

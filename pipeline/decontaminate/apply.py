@@ -24,12 +24,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from common.atomic import atomic_path
+from common.atomic import atomic_path, temp_path
 from pipeline.corpus_io import Rejected, SourceFile, iter_file
-from pipeline.dedup.layout import load_npz, save_npz
 from pipeline.decontaminate.config import DecontaminateConfig
 from pipeline.decontaminate.layout import Layout
 from pipeline.decontaminate.ngrams import redact
+from pipeline.dedup.layout import load_npz, save_npz
 
 LEDGER_SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("bytes", pa.int64()),
@@ -64,11 +64,9 @@ class _Writer:
     """The rewritten corpus file: records as JSON lines, zstd-compressed, written atomically."""
 
     def __init__(self, path: Path):
-        self._atomic = atomic_path(path)
-        tmp = self._atomic.__enter__()
-        self._fh = open(tmp, "wb")
-        self._z = zstandard.ZstdCompressor(level=3).stream_writer(self._fh)
-        self._text = io.TextIOWrapper(self._z, encoding="utf-8")
+        self._path, self._tmp = path, temp_path(path)
+        self._text = io.TextIOWrapper(zstandard.ZstdCompressor(level=3).stream_writer(open(self._tmp, "wb")),
+                                      encoding="utf-8")
 
     def write(self, record: dict) -> int:
         """Write a record; returns its text's bytes (what the counts measure)."""
@@ -76,9 +74,8 @@ class _Writer:
         return len(record["text"].encode("utf-8"))
 
     def close(self) -> None:
-        self._text.close()
-        self._fh.close()
-        self._atomic.__exit__(None, None, None)
+        self._text.close()  # closes the compressor and the file
+        self._tmp.replace(self._path)
 
 
 def output_name(sf: SourceFile) -> str:

@@ -12,14 +12,11 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from common.atomic import write_json
 from pipeline.corpus_io import list_source_files
-from pipeline.dedup.report import write_ledger
 from pipeline.decontaminate.apply import apply_file, corpus_frequency
 from pipeline.decontaminate.config import DecontaminateConfig, content_settings
 from pipeline.decontaminate.evalsets import describe
@@ -27,6 +24,7 @@ from pipeline.decontaminate.index import build_index
 from pipeline.decontaminate.layout import CORPUS, LEDGER, OUTPUTS, PLOT, REPORT, Layout
 from pipeline.decontaminate.report import check_counts, format_tables, merge_counts, plot_tasks, task_table
 from pipeline.decontaminate.scan import scan_file
+from pipeline.dedup.report import write_ledger
 from pipeline.kernel import Stage, StopAfter, Task, TaskRunner, file_fingerprint, file_key
 
 

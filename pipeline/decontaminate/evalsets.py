@@ -31,7 +31,6 @@ import pyarrow.parquet as pq
 import yaml
 import zstandard
 
-
 FILE_SUFFIXES = (".jsonl", ".jsonl.zst", ".parquet")
 
 

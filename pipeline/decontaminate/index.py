@@ -15,11 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from common.atomic import atomic_path
-from pipeline.dedup.layout import save_npy, save_npz
 from pipeline.decontaminate.config import DecontaminateConfig
 from pipeline.decontaminate.evalsets import load_items
 from pipeline.decontaminate.layout import Layout
 from pipeline.decontaminate.ngrams import ngram_hashes, word_count
+from pipeline.dedup.layout import save_npy, save_npz
 
 ITEMS_SCHEMA = pa.schema([("task", pa.string()), ("index", pa.int64()), ("sha256", pa.string()),
                           ("words", pa.int64()), ("ngrams", pa.int64())])

@@ -13,10 +13,10 @@ import itertools
 import numpy as np
 
 from pipeline.corpus_io import Rejected, SourceFile, iter_file
-from pipeline.dedup.layout import load_npy, save_npz
 from pipeline.decontaminate.config import DecontaminateConfig
 from pipeline.decontaminate.layout import Layout
 from pipeline.decontaminate.ngrams import ngram_hashes
+from pipeline.dedup.layout import load_npy, save_npz
 
 
 def lookup(grams: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

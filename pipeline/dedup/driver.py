@@ -24,8 +24,7 @@ from pipeline.dedup.config import DedupStageConfig, band_layout, content_setting
 from pipeline.dedup.exact import exact_partition
 from pipeline.dedup.layout import CORPUS, INDEX, LEDGER, OUTPUTS, QUARANTINE, REPORT, Layout, part_key
 from pipeline.dedup.prepare import file_offsets, prepare_file
-from pipeline.dedup.reference import (ReferenceIndex, load_reference_file, open_reference, reference_report,
-                                      write_index_manifest)
+from pipeline.dedup.reference import ReferenceIndex, bridged, load_reference_file, open_reference, write_index_manifest
 from pipeline.dedup.report import build_report, format_table, write_ledger, write_quarantine
 from pipeline.dedup.verify import shingles_file, verify_partition
 from pipeline.dedup.write import chunk_prefixes, write_file
@@ -112,7 +111,7 @@ def _write_outputs(cfg: DedupStageConfig, stage: Stage, layout: Layout, files: l
     write_quarantine([layout.table(f) for f in new], files, out / QUARANTINE)
     report = build_report(counts, files=len(files), documents=int(offsets[-1] - offsets[R]))
     if R:  # incremental: what it ran against, and the bridging case it counts
-        report["incremental"] = reference_report(layout, cfg.run.partitions, Path(cfg.reference))
+        report["incremental"] = bridged(layout, cfg.run.partitions, Path(cfg.reference))
     write_json(out / REPORT, report)
     print(format_table(report["sources"]))
     if cfg.duplicates.near:

@@ -199,11 +199,11 @@ def bridged_path(layout: Layout, p: int) -> Path:
     return layout.kept_nodes(p).with_name(f"{part_key(p)}.bridged.npy")
 
 
-def reference_report(layout: Layout, partitions: int, reference: Path | None) -> dict:
+def bridged(layout: Layout, partitions: int, reference: Path | None) -> dict:
     """The incremental run's part of report.json: what it was checked against and the
     kept reference documents a joint run would have removed (bridging)."""
-    bridged = sum(len(load_npy(bridged_path(layout, p))) for p in range(partitions))
-    return {"reference": str(reference), "bridged_reference_documents": int(bridged)}
+    count = sum(len(load_npy(bridged_path(layout, p))) for p in range(partitions))
+    return {"reference": str(reference), "bridged_reference_documents": int(count)}
 
 
 def reference_texts(corpus: Path, part: Path, rows: set[int]) -> Iterator[str]:

@@ -10,7 +10,6 @@ document joining two earlier clusters leaves both kept), which the report counts
 
 from __future__ import annotations
 
-import io
 import json
 import random
 from pathlib import Path
