@@ -154,3 +154,29 @@ def test_policies_resume_and_counts(ray_session, planted):
            [p.read_bytes() for p in sorted((root / "redact" / "corpus").rglob("*.zst"))]
     assert [sf.label for sf in list_source_files(root / "redact" / "corpus")] == \
            [sf.label for sf in list_source_files(root / "dirty")]
+
+
+def test_boilerplate_ngrams_are_left_out_and_counted(ray_session, sample_corpus, tmp_path):
+    """A prompt template in every item and a licence line in many corpus documents
+    match nothing; the report says how many n-grams each threshold left out."""
+    template = "Read the passage below and answer the question that follows using only the information given in it"
+    licence = "Licensed under the Apache License Version 2.0 you may not use this file except in compliance with the License"
+    texts = [d.text.split() for d in read_corpus(sample_corpus) if isinstance(d, Document)]
+    texts = [w for w in texts if len(w) >= 400]
+    items = [f"{template} {' '.join(w[100:160])}" for w in texts[:12]]
+    items[0] += f" {licence}"
+    (tmp_path / "quiz.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in items))
+    corpus = [{"text": f"{licence} {' '.join(w[200:400])}"} for w in texts[12:18]] + [{"text": f"{template} {' '.join(texts[18][:200])}"}]
+    _write(tmp_path / "corpus" / "docs" / "part.jsonl.zst", corpus)
+
+    def decontaminate(out: str, max_corpus_docs: int) -> dict:
+        return run(load_config(DecontaminateConfig, "configs/data/decontaminate.yaml", [
+            f"input={tmp_path / 'corpus'}", f"output={tmp_path / out}", f"eval_sets=[{tmp_path / 'quiz.jsonl'}]",
+            "run.progress=false", f"ngrams.max_corpus_docs={max_corpus_docs}"]))
+
+    report = decontaminate("strict", 5)
+    assert report["ngrams"]["left_out_frequent_in_eval"] == 5  # the template's 17 words: 5 13-grams, in 12 items
+    assert report["ngrams"]["left_out_frequent_in_corpus"] == 7  # the licence line's 19 words, in 6 documents
+    assert report["total"]["contaminated_docs"] == 0
+    report = decontaminate("lenient", 50)  # the licence line then counts: item 0 is in those 6 documents
+    assert report["total"]["contaminated_docs"] == 6 and report["tasks"]["quiz"]["overlapping"] == 1
