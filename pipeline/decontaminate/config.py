@@ -38,7 +38,7 @@ class PolicyConfig:
 
 @dataclass(kw_only=True)
 class DecontaminateRunConfig(RunConfig):
-    batch_docs: int = 256  # documents hashed together
+    batch_docs: int = 64  # documents hashed together (a batch's word hashes bound a scan task's memory)
 
 
 @dataclass

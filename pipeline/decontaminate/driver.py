@@ -36,8 +36,7 @@ def run(cfg: DecontaminateConfig, stop_after: str | None = None) -> dict:
         raise FileNotFoundError(f"no corpus files (.jsonl, .jsonl.zst, .parquet) under {cfg.input}")
     inputs = [file_fingerprint(sf.path, sf.label) for sf in files]
     settings = content_settings(cfg)
-    stage = Stage("decontaminate", cfg.output, {**settings, "batch_docs": cfg.run.batch_docs},
-                  {"corpus": inputs, "eval_sets": describe(cfg.eval_sets)}, OUTPUTS)
+    stage = Stage("decontaminate", cfg.output, settings, {"corpus": inputs, "eval_sets": describe(cfg.eval_sets)}, OUTPUTS)
     if stage.is_complete():
         report = json.loads((stage.output / REPORT).read_text(encoding="utf-8"))
         print(format_tables(report["sources"], report["tasks"]))
