@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from common.atomic import TMP_SUFFIX
-from model.tokenizer_files import TokenizerMismatch, file_sha256, write_tokenizer_files
+from model.checkpoint.tokenizer import TokenizerMismatch, file_sha256, write_tokenizer_files
 from pipeline.shard_format import TOKENIZER_NAME as SHARDS_TOKENIZER
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
