@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow.parquet as pq
 
-from common.storage import Location, location, retried, spooled
+from common.storage import Location, location, spooled
 from pipeline.kernel import file_key
 
 # The stage's published outputs (names under <output>).
@@ -77,25 +79,27 @@ def local_output(path: Path | Location) -> Iterator[Path]:
 
 
 class Positioned:
-    """Positioned reads of one file: ``os.pread`` locally, retried ranged reads on an object store."""
+    """Positioned reads of one file: ``os.pread`` on a local file. An object is first copied
+    whole to a local temporary file (one streamed GET, not one ranged request per read; the
+    copy is deleted on ``close``)."""
 
     def __init__(self, path: Path | Location):
-        self.loc = location(path)
-        if self.loc.is_local:
-            self.fd, self.reader = os.open(self.loc.local_path, os.O_RDONLY), None
-        else:
-            self.fd, self.reader = -1, self.loc.open_random()
+        loc = location(path)
+        self.spool = None
+        if not loc.is_local:
+            self.spool = tempfile.NamedTemporaryFile(prefix="positioned-", suffix=f"-{loc.name}")
+            with loc.open_read() as src:
+                shutil.copyfileobj(src, self.spool, 8 << 20)
+            self.spool.flush()
+        self.fd = os.open(self.spool.name if self.spool else loc.local_path, os.O_RDONLY)
 
     def read(self, nbytes: int, offset: int) -> bytes:
-        if self.reader is None:
-            return os.pread(self.fd, nbytes, offset)
-        return retried(lambda: self.reader.read_at(nbytes, offset)) if nbytes else b""
+        return os.pread(self.fd, nbytes, offset)
 
     def close(self) -> None:
-        if self.reader is None:
-            os.close(self.fd)
-        else:
-            self.reader.close()
+        os.close(self.fd)
+        if self.spool is not None:
+            self.spool.close()
 
 
 class NpyRows:

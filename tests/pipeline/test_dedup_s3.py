@@ -10,7 +10,12 @@ workers with the configuration."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -22,7 +27,8 @@ from tests.helpers.interrupt import interrupted_after
 from tests.helpers.s3_proxy import S3Proxy
 from tests.pipeline.test_dedup import _config, _outputs, corpus  # noqa: F401  (corpus is a fixture)
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "data"
 MANIFEST_PATH_KEYS = ("input", "config.input", "config.output")  # where the manifest names its locations
 pytestmark = pytest.mark.slow
 
@@ -152,3 +158,31 @@ def test_the_bad_corpus_on_s3_accounts_for_every_line(s3_bucket, proxy, tmp_path
     assert len(missing) == 1 and missing[0]["line"] == 0 and "missing file" in missing[0]["reason"]
     bad_expected = json.loads((DATA / "bad_expected.json").read_text(encoding="utf-8"))
     assert len(quarantine) == len(bad_expected["rejected"]) + 1
+
+
+def test_a_job_killed_mid_run_on_s3_resumes_to_identical_outputs(local_run, s3_corpus, s3_bucket):
+    """``python -m pipeline.dedup`` in its own process (and its own Ray), killed with its
+    workers once prepare has finished, then run again: the local disk's bytes."""
+    from tests.pipeline.test_dedup_faults import _end_session
+
+    out = f"{s3_bucket}/out"
+    args = ["--config", "configs/data/slimpajama.yaml", f"input={s3_corpus}", f"output={out}",
+            "run.progress=false", "run.partitions=4", "run.num_cpus=2"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # the S3 server's endpoint and credentials
+    job = subprocess.Popen([sys.executable, "-m", "pipeline.dedup", *args], cwd=REPO, env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (location(out) / "_work" / "prepare" / "DONE").exists():
+            assert job.poll() is None, job.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "prepare never finished"
+            time.sleep(0.2)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+        _end_session(job)
+    assert not (location(out) / "manifest.json").exists()  # killed before the end
+    rerun = subprocess.run([sys.executable, "-m", "pipeline.dedup", *args], cwd=REPO, env=env, text=True,
+                           capture_output=True, timeout=400)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert_same_outputs(store_outputs(out), local_run[0])
