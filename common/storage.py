@@ -24,19 +24,19 @@ import functools
 import os
 import shutil
 import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Iterator, Sequence
 from urllib.parse import urlparse
 
 from common.atomic import atomic_path, is_temp
+from common.storage_retry import InputReadError, ResumingReader, retried
 
-T = TypeVar("T")
+__all__ = ["FileStat", "InputReadError", "Location", "StorageConfig", "is_url", "location", "retried", "spooled",
+           "sweep_temporaries"]
+
 REMOTE_SCHEMES = ("s3", "gs", "gcs")
-ATTEMPTS = 6  # of one whole operation (each request also has pyarrow's own retries)
-BACKOFF_S = 0.05  # first wait; doubled per attempt
 _COPY_CHUNK = 8 << 20
 
 
@@ -59,27 +59,6 @@ class StorageConfig:
 class FileStat:
     size: int
     mtime_ns: int | None
-
-
-class InputReadError(OSError):
-    """A file could not be read after retries (storage, not content)."""
-
-
-def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, IsADirectoryError,
-                                                             NotADirectoryError, PermissionError))
-
-
-def retried(fn: Callable[[], T], what: str = "", attempts: int = ATTEMPTS) -> T:
-    """``fn()``, again after a transient ``OSError`` (with doubling waits) up to ``attempts`` times."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except OSError as exc:
-            if not _transient(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(BACKOFF_S * (2**attempt))
-    raise AssertionError("unreachable")
 
 
 def _env_endpoint() -> str | None:
@@ -264,7 +243,7 @@ class Location:
         and a stream that dies mid-body is re-opened at the offset reached."""
         if self.scheme is None:
             return open(self.path, "rb")
-        return _ResumingReader(self)
+        return ResumingReader(self)
 
     def open_random(self) -> Any:
         """A random access reader: ``read_at(nbytes, offset)``, ``size()``, ``seek``/``read``."""
@@ -400,58 +379,6 @@ def spooled(loc: "Location | str | os.PathLike") -> Iterator[Path]:
         loc.upload_from(name)
     finally:
         os.unlink(name)
-
-
-class _ResumingReader:
-    """Streaming reads of an object; a failed read re-opens the object at the offset reached."""
-
-    def __init__(self, loc: Location):
-        self.loc = loc
-        self.offset = 0
-        self._fh = retried(lambda: loc.fs.open_input_stream(loc.path))
-
-    def read(self, size: int = -1) -> bytes:
-        for attempt in range(ATTEMPTS):
-            try:
-                data = self._fh.read() if size is None or size < 0 else self._fh.read(size)
-                self.offset += len(data)
-                return data
-            except OSError as exc:
-                if not _transient(exc) or attempt == ATTEMPTS - 1:
-                    raise InputReadError(f"{self.loc}: read error at byte {self.offset}: {exc}") from exc
-                time.sleep(BACKOFF_S * (2**attempt))
-                self._reopen()
-        raise AssertionError("unreachable")
-
-    def _reopen(self) -> None:
-        try:
-            self._fh.close()
-        except OSError:
-            pass
-        fh = retried(lambda: self.loc.fs.open_input_file(self.loc.path))
-        fh.seek(self.offset)
-        self._fh = fh
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._fh.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._fh.closed
-
-    def __enter__(self) -> "_ResumingReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def sweep_temporaries(folder: Location) -> None:

@@ -29,7 +29,7 @@ from tests.pipeline.test_dedup import _config, _outputs, corpus  # noqa: F401  (
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
-MANIFEST_PATH_KEYS = ("input", "config.input", "config.output")  # where the manifest names its locations
+MANIFEST_PATH_KEYS = ("input", "config.input", "config.output", "config.reference")  # the locations it names
 pytestmark = pytest.mark.slow
 
 
@@ -186,3 +186,27 @@ def test_a_job_killed_mid_run_on_s3_resumes_to_identical_outputs(local_run, s3_c
                            capture_output=True, timeout=400)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert_same_outputs(store_outputs(out), local_run[0])
+
+
+def test_incremental_dedup_against_a_reference_on_s3(s3_bucket, tmp_path, ray_session):
+    """reference=s3://...: the same outputs as against the same reference on the local disk
+    (report.json names its reference, the manifest its locations)."""
+    from pipeline.dedup import run
+    from tests.pipeline.test_dedup import build_corpus
+    from tests.pipeline.test_dedup_incremental import _ledger, _new_corpus
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    build_corpus(old)
+    run(_config(old, tmp_path / "reference"))
+    _new_corpus(new, _ledger(tmp_path / "reference"))
+    run(_config(new, tmp_path / "incremental", reference=str(tmp_path / "reference")))
+    expected = _outputs(tmp_path / "incremental")
+
+    run(_config(upload_tree(old, f"{s3_bucket}/old"), f"{s3_bucket}/reference"))
+    out = f"{s3_bucket}/incremental"
+    run(_config(upload_tree(new, f"{s3_bucket}/new"), out, reference=f"{s3_bucket}/reference"))
+    got = store_outputs(out)
+    reports = [json.loads(files.pop("report.json")) for files in (got, expected)]
+    assert [r.pop("incremental")["reference"] for r in reports] == [f"{s3_bucket}/reference", str(tmp_path / "reference")]
+    assert reports[0] == reports[1]
+    assert_same_outputs(got, expected)
