@@ -105,8 +105,8 @@ eval: setup
 # make eval ARGS="decontamination=data/decontam".
 EVAL_TASKS ?= data/eval_tasks
 decontaminate: setup $(call upstream,$(TOKENS_DONE))
-	$(if $(CONFIG),,$(PY) -m train.harness export_tasks=$(EVAL_TASKS))
-	$(PY) -m pipeline.decontaminate $(config_flag) $(ARGS)
+	$(if $(CONFIG),,$(CLI) eval export_tasks=$(EVAL_TASKS))
+	$(CLI) decontaminate $(config_flag) $(ARGS)
 
 # Side-by-side benchmarks against the reference tools (bench extra); not part of CI.
 bench: setup

@@ -17,7 +17,8 @@ PROG = "slimpajama-btlm"
 COMMANDS: dict[str, tuple[str, str]] = {
     "corpus": ("pipeline.sample.__main__", "build the sample corpus from text on this machine"),
     "dedup": ("pipeline.dedup.__main__", "normalize, filter and MinHash-LSH deduplicate a corpus"),
-    "tokenize": ("pipeline.tokenize.__main__", "GPT-2 BPE, train/holdout split, packed Arrow shards"),
+    "decontaminate": ("pipeline.decontaminate.__main__", "n-gram overlap of a corpus with evaluation sets"),
+    "tokenize": ("pipeline.tokenize.__main__", "any tokenizer, train/holdout split, Arrow shards, Megatron files"),
     "pretrain": ("train.pretrain", "train a BTLM model on token shards"),
     "stats": ("pipeline.stats", "statistics and checks of token shards"),
     "eval": ("train.harness", "lm-evaluation-harness on a checkpoint, offline"),

@@ -17,6 +17,7 @@ import yaml
 from common.config import BASE_KEY, load_config, read_yaml
 from model.config import BTLMConfig
 from model.sample_text import GenerationSettings
+from pipeline.decontaminate import DecontaminateConfig
 from pipeline.dedup import DedupStageConfig, band_layout
 from pipeline.sample import SampleConfig
 from pipeline.tokenize import TokenizeConfig
@@ -34,6 +35,7 @@ CLASS_OF = {
     "data/slimpajama.yaml": DedupStageConfig,
     "data/quality.yaml": DedupStageConfig,
     "data/tokenize.yaml": TokenizeConfig,
+    "data/decontaminate.yaml": DecontaminateConfig,
     "train/demo.yaml": TrainConfig,
     "train/family-w32.yaml": TrainConfig,
     "train/family-w48.yaml": TrainConfig,
