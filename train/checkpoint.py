@@ -12,7 +12,10 @@ Layout of ``checkpoints/step-00000123/``::
                                      hyper-parameters, python/numpy RNG, resolved config
 
 A checkpoint is written into a hidden temporary folder and renamed when complete, so
-``step-*`` folders are always whole; ``trainer_state.json`` is written last.
+``step-*`` folders are always whole; ``trainer_state.json`` is written last. On an object
+store (a ``run_dir`` URL) there is no rename: each file is uploaded whole into
+``step-*/`` and ``trainer_state.json`` last, so only a checkpoint with that file counts as
+complete; a pruned or replaced one loses that file first.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from common.atomic import TMP_SUFFIX
+from common.storage import Location
 from model.tokenizer_files import TokenizerMismatch, file_sha256, write_tokenizer_files
 from pipeline.shard_format import TOKENIZER_NAME as SHARDS_TOKENIZER
 
@@ -62,6 +66,25 @@ def complete_checkpoints(folder: str | Path) -> list[Path]:
 def latest_checkpoint(folder: str | Path) -> Path | None:
     found = complete_checkpoints(folder)
     return found[-1] if found else None
+
+
+def stored_checkpoints(folder: Location) -> list[Location]:
+    """Complete checkpoints in a folder of any store (those with ``trainer_state.json``), oldest first."""
+    if folder.is_local:
+        return [Location(None, str(p)) for p in complete_checkpoints(folder.path)]
+    found = []
+    for file in folder.list_files(recursive=True, suffixes=[STATE_NAME]):
+        parts = file.relative_to(folder).split("/")
+        match = _STEP_DIR.match(parts[0])
+        if len(parts) == 2 and parts[1] == STATE_NAME and match:
+            found.append((int(match.group(1)), folder / parts[0]))
+    return [loc for _, loc in sorted(found, key=lambda item: item[0])]
+
+
+def remove_stored(checkpoint: Location) -> None:
+    """Remove a checkpoint from an object store: its completion mark first."""
+    (checkpoint / STATE_NAME).remove()
+    checkpoint.remove_tree()
 
 
 def find_tokenizer(state: dict[str, Any]) -> tuple[Path | None, str]:
@@ -158,8 +181,10 @@ def restore_rng(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> None
 class CheckpointWriter:
     """Writes complete checkpoints and keeps the newest ``keep_last``; rank-aware."""
 
-    def __init__(self, folder: str | Path, keep_last: int, rank: int, world_size: int, barrier):
-        self.folder = Path(folder)
+    def __init__(self, folder: str | Path, keep_last: int, rank: int, world_size: int, barrier,
+                 remote: Location | None = None):
+        self.folder = Path(folder)  # local (a remote run's working copy when ``remote`` is set)
+        self.remote = remote
         self.keep_last = keep_last
         self.rank = rank
         self.world_size = world_size
@@ -171,14 +196,22 @@ class CheckpointWriter:
         final = self.folder / step_dir_name(step)
         # Every rank writes into this folder, so its name is shared (not common.atomic's per-process one).
         tmp = self.folder / f".{step_dir_name(step)}{TMP_SUFFIX}"
+        stored = self.remote / step_dir_name(step) if self.remote is not None else None
         if self.rank == 0:
             if tmp.exists():
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
+            if stored is not None:
+                remove_stored(stored)  # a replaced checkpoint is incomplete before any new file lands
         self.barrier()
+        tmp.mkdir(parents=True, exist_ok=True)  # ranks on other nodes have their own working copy
         tensors, plain_rng = rng_state()
-        save_file(tensors, str(tmp / f"rng-rank{self.rank}.safetensors"))
-        (tmp / f"rng-rank{self.rank}.json").write_text(json.dumps(plain_rng), encoding="utf-8")
+        mine = [f"rng-rank{self.rank}.safetensors", f"rng-rank{self.rank}.json"]
+        save_file(tensors, str(tmp / mine[0]))
+        (tmp / mine[1]).write_text(json.dumps(plain_rng), encoding="utf-8")
+        if stored is not None:
+            for name in mine:
+                (stored / name).upload_from(tmp / name)
         self.barrier()
         if self.rank == 0:
             model.save_pretrained(str(tmp))
@@ -187,12 +220,22 @@ class CheckpointWriter:
             save_file(opt_tensors, str(tmp / OPTIMIZER_NAME))
             payload = {**state, "optimizer_groups": groups, "world_size": self.world_size}
             (tmp / STATE_NAME).write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")
+            if stored is not None:
+                self._upload(tmp, stored)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
             self._prune()
         self.barrier()
         return final
+
+    @staticmethod
+    def _upload(tmp: Path, stored: Location) -> None:
+        """Every file of rank 0 (the ranks sent their RNG files), ``trainer_state.json`` last."""
+        names = sorted(p.name for p in tmp.iterdir() if p.is_file() and not p.name.startswith("rng-rank"))
+        names.remove(STATE_NAME)
+        for name in [*names, STATE_NAME]:
+            (stored / name).upload_from(tmp / name)
 
     def _write_tokenizer(self, folder: Path, model_config, state: dict[str, Any]) -> None:
         """Tokenizer files beside the model; a checkpoint without them is still complete."""
@@ -209,6 +252,9 @@ class CheckpointWriter:
     def _prune(self) -> None:
         for old in complete_checkpoints(self.folder)[: -self.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
+        if self.remote is not None:
+            for stored in stored_checkpoints(self.remote)[: -self.keep_last]:
+                remove_stored(stored)
 
 
 def read_state(folder: Path) -> dict[str, Any]:

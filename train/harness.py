@@ -1,12 +1,14 @@
 """`make eval`: score a checkpoint with lm-evaluation-harness, offline, on local tasks.
 
-    python -m train.harness [--config configs/eval/harness.yaml] [checkpoint=DIR] [tasks=[a,b]] [key=value ...]
+    python -m train.harness [--config configs/eval/harness.yaml] [checkpoint=DIR|URL] [tasks=[a,b]] [key=value ...]
 
 The model goes through transformers' Auto classes (``import model.hf_transformers``
 registers it) as lm-eval's ``hf`` model. Tasks are names of YAMLs in ``task_dir``
 (the shipped ``holdout_continuation`` is built from the holdout shards first), lm-eval
 task names, task YAML files or folders of them. Writes ``<out_dir>/lm-eval-<checkpoint>.json``
-(metrics with standard errors, sample counts, settings) and prints a table.
+(metrics with standard errors, sample counts, settings) and prints a table. A checkpoint on
+an object store (``s3://.../checkpoints/step-*``) is fetched once into ``cache_dir`` and
+its report goes to the run's ``eval/`` there.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from common.atomic import write_json, write_text
 from common.config import shipped_path, stage_cli, to_dict
 from model.hf_checkpoint import read_config
 from model.tokenizer_files import TOKENIZER_NAME, file_sha256, has_tokenizer_files, write_tokenizer_files
-from train.checkpoint import PROJECT_TOKENIZER, STATE_NAME, find_tokenizer, latest_checkpoint
+from common.storage import Location, location
+from train.checkpoint import PROJECT_TOKENIZER, STATE_NAME, find_tokenizer, stored_checkpoints
 from train.holdout_task import HoldoutSection, build_items, write_items
+from train.run_store import cache_root, fetch_tree
 
 DEFAULT_CONFIG = "configs/eval/harness.yaml"
 HOLDOUT_TASK = "holdout_continuation"
@@ -36,9 +40,9 @@ HOLDOUT_TASK = "holdout_continuation"
 
 @dataclass
 class HarnessConfig:
-    checkpoint: Optional[str]  # a model folder; null = newest complete checkpoint in `checkpoints`
+    checkpoint: Optional[str]  # a model folder (path or URL); null = newest complete checkpoint in `checkpoints`
     checkpoints: str
-    out_dir: Optional[str]
+    out_dir: Optional[str]  # a path or URL
     tasks: list[str]
     task_dir: str
     batch_size: int
@@ -50,6 +54,7 @@ class HarnessConfig:
     seed: int
     bootstrap_iters: int
     holdout: HoldoutSection
+    cache_dir: Optional[str] = None  # where a checkpoint on an object store is fetched; null = system temp
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -60,24 +65,26 @@ class HarnessError(RuntimeError):
     """The evaluation cannot start; the message says what is missing."""
 
 
-def resolve_checkpoint(cfg: HarnessConfig) -> Path:
+def resolve_checkpoint(cfg: HarnessConfig) -> tuple[Location, Path]:
+    """The checkpoint as named (path or URL) and a local folder holding it."""
     if cfg.checkpoint:
-        path = Path(cfg.checkpoint)
-        if not (path / "config.json").is_file():
-            raise HarnessError(f"checkpoint {path} has no config.json")
-        return path
-    found = latest_checkpoint(cfg.checkpoints)
-    if found is None:
-        raise HarnessError(f"no complete checkpoint in {cfg.checkpoints}: run `make pretrain` or pass CKPT=DIR")
-    return found
+        named = location(cfg.checkpoint)
+        if not (named / "config.json").is_file():
+            raise HarnessError(f"checkpoint {named} has no config.json")
+    else:
+        found = stored_checkpoints(location(cfg.checkpoints))
+        if not found:
+            raise HarnessError(f"no complete checkpoint in {cfg.checkpoints}: run `make pretrain` or pass CKPT=DIR")
+        named = found[-1]
+    return named, fetch_tree(named, cache_root(cfg.cache_dir) / "models")
 
 
-def resolve_out_dir(cfg: HarnessConfig, checkpoint: Path) -> Path:
+def resolve_out_dir(cfg: HarnessConfig, checkpoint: Location) -> Location:
     if cfg.out_dir:
-        return Path(cfg.out_dir)
+        return location(cfg.out_dir)
     if checkpoint.parent.name == "checkpoints":  # runs/<name>/checkpoints/step-*: the run's eval folder
         return checkpoint.parent.parent / "eval"
-    return Path("runs") / "eval" / checkpoint.name
+    return location("runs") / "eval" / checkpoint.name
 
 
 def tokenizer_json(checkpoint: Path) -> Path:
@@ -152,8 +159,10 @@ def run(cfg: HarnessConfig) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    checkpoint = resolve_checkpoint(cfg)
-    out_dir = resolve_out_dir(cfg, checkpoint)
+    named, checkpoint = resolve_checkpoint(cfg)
+    published = resolve_out_dir(cfg, named)
+    # lm-eval writes files of its own: a report on an object store is made locally, then sent
+    out_dir = Path(published.path) if published.is_local else cache_root(cfg.cache_dir) / "eval" / published.path
     work = out_dir / f"lm-eval-{checkpoint.name}"
     tokenizer = tokenizer_json(checkpoint)
     model_args: dict[str, Any] = {"pretrained": str(checkpoint), "dtype": cfg.dtype, "backend": "causal"}
@@ -180,14 +189,16 @@ def run(cfg: HarnessConfig) -> dict[str, Any]:
     )
     elapsed = time.perf_counter() - start
     report = {
-        "checkpoint": str(checkpoint), "tasks": names, "metrics": summarize(results),
+        "checkpoint": str(named), "tasks": names, "metrics": summarize(results),
         "n_samples": results.get("n-samples", {}), "elapsed_s": elapsed,
         "lm_eval_version": getattr(lm_eval, "__version__", None), "settings": to_dict(cfg),
         "results": results.get("results", {}), "versions": results.get("versions", {}),
     }
     report = json.loads(json.dumps(report, default=str))
     path = write_json(out_dir / f"lm-eval-{checkpoint.name}.json", report)
-    report["path"] = str(path)
+    if not published.is_local:
+        (published / path.name).upload_from(path)
+    report["path"] = str(published / path.name)
     return report
 
 
