@@ -12,6 +12,10 @@ A file that vanished after it was listed (or is a dangling link) is rejected who
 An I/O error is not bad input: it raises ``InputReadError`` (an ``OSError``), so the
 stage kernel retries the task, and a file that keeps failing stops the job naming it,
 instead of the rest of the file being counted as one rejection.
+
+The root may be a local folder or an object-store URL (``s3://bucket/corpus``): files
+are listed and read through the storage seam (common.storage), which retries transient
+storage errors and resumes a stream that died mid-body at the offset reached.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from typing import Any, Iterator, Union
 
 import zstandard
 
+from common.storage import InputReadError, Location, StorageConfig, location, retried
+
 FORMATS = {".jsonl": "jsonl", ".jsonl.zst": "jsonl.zst", ".parquet": "parquet"}
 RAW_PREVIEW_CHARS = 1000  # how much of a bad record the quarantine keeps
 _READ_CHUNK = 1 << 20
@@ -34,7 +40,7 @@ _READ_CHUNK = 1 << 20
 class SourceFile:
     folder: str  # sub-folder of the corpus root this file belongs to
     name: str  # path relative to that folder, POSIX separators
-    path: Path
+    path: Path | Location  # a Path on a local disk, the object's Location on an object store
     format: str  # "jsonl" | "jsonl.zst" | "parquet"
 
     @property
@@ -70,11 +76,7 @@ class Rejected:
 Item = Union[Document, Rejected]
 
 
-class InputReadError(OSError):
-    """A corpus file could not be read (storage, not content): retried, never quarantined."""
-
-
-def file_format(path: Path) -> str | None:
+def file_format(path: Path | Location) -> str | None:
     name = path.name
     for suffix, fmt in sorted(FORMATS.items(), key=lambda kv: -len(kv[0])):
         if name.endswith(suffix):
@@ -82,9 +84,12 @@ def file_format(path: Path) -> str | None:
     return None
 
 
-def list_source_files(root: str | Path) -> list[SourceFile]:
-    """Every readable corpus file under ``root``, sorted by (folder, name)."""
-    root = Path(root)
+def list_source_files(root: str | Path | Location, storage: StorageConfig | None = None) -> list[SourceFile]:
+    """Every readable corpus file under ``root`` (a folder or an object-store prefix), sorted
+    by (folder, name); names starting with "." or "_" are skipped at every level below the root."""
+    if not location(root).is_local:
+        return _list_remote(location(root, storage))
+    root = location(root).local_path
     if not root.is_dir():
         raise FileNotFoundError(f"corpus root {root} is not a directory")
     files = []
@@ -105,6 +110,21 @@ def list_source_files(root: str | Path) -> list[SourceFile]:
     return files
 
 
+def _list_remote(root: Location) -> list[SourceFile]:
+    if not root.is_dir():
+        raise FileNotFoundError(f"corpus root {root} is not a directory (no objects under it)")
+    files = []
+    for loc in root.list_files(recursive=True):
+        parts = loc.relative_to(root).split("/")
+        fmt = file_format(loc)
+        if fmt is None or any(p.startswith((".", "_")) for p in parts[:-1]):
+            continue
+        folder, name = (root.name, parts[0]) if len(parts) == 1 else (parts[0], "/".join(parts[1:]))
+        files.append(SourceFile(folder, name, loc, fmt))
+    files.sort(key=lambda f: (f.folder, f.name))
+    return files
+
+
 def read_corpus(root: str | Path) -> Iterator[Item]:
     for source_file in list_source_files(root):
         yield from iter_file(source_file)
@@ -113,7 +133,7 @@ def read_corpus(root: str | Path) -> Iterator[Item]:
 def iter_file(sf: SourceFile) -> Iterator[Item]:
     """Documents and rejections of one file, in file order."""
     try:
-        size = sf.path.stat().st_size
+        size = location(sf.path).info().size
     except FileNotFoundError as exc:
         yield _missing(sf, exc)
         return
@@ -161,20 +181,20 @@ class _TruncatedStream(Exception):
         self.tail = tail
 
 
-def _plain_chunks(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
+def _plain_chunks(path: Path | Location) -> Iterator[bytes]:
+    with location(path).open_read() as fh:
         while chunk := fh.read(_READ_CHUNK):
             yield chunk
 
 
-def _zstd_chunks(path: Path) -> Iterator[bytes]:
+def _zstd_chunks(path: Path | Location) -> Iterator[bytes]:
     """Decompress every frame of a .zst file; raise _TruncatedStream if it ends mid-frame.
 
     zstandard's stream_reader returns silently at a truncated end, so frames are
     driven by hand to notice the cut and quarantine the rest of the file.
     """
     dctx = zstandard.ZstdDecompressor()
-    with open(path, "rb") as fh:
+    with location(path).open_read() as fh:
         dobj = dctx.decompressobj()
         pending = b""
         frame_open = False
@@ -297,12 +317,52 @@ class _TrackedFile(io.FileIO):
             raise
 
 
+class _TrackedObject(io.RawIOBase):
+    """``_TrackedFile`` for an object on an object store: positioned reads, each retried
+    by the storage seam; a read that still fails is remembered the same way."""
+
+    read_error: OSError | None = None
+
+    def __init__(self, loc: Location):
+        self.loc, self.pos = loc, 0
+        self.reader = loc.open_random()
+        self.nbytes = self.reader.size()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = offset if whence == 0 else self.pos + offset if whence == 1 else self.nbytes + offset
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        n = max(0, min(len(buffer), self.nbytes - self.pos))
+        try:
+            data = retried(lambda: self.reader.read_at(n, self.pos)) if n else b""
+        except OSError as exc:
+            self.read_error = exc
+            raise
+        buffer[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self.reader.close()
+        super().close()
+
+
 def _iter_parquet(sf: SourceFile) -> Iterator[Item]:
     import pyarrow.parquet as pq
 
     row = 0
     try:
-        fh = _TrackedFile(sf.path, "r")
+        fh = _TrackedFile(sf.path, "r") if location(sf.path).is_local else _TrackedObject(sf.path)
     except FileNotFoundError as exc:
         yield _missing(sf, exc)
         return

@@ -1,18 +1,18 @@
 """Writing corpus files: cleaned chunks in SlimPajama's layout and the quarantine of
-rejected input (what reading, in corpus_io.py, turns bad records into)."""
+rejected input (what reading, in corpus_io.py, turns bad records into). Chunks go to a
+local folder or an object-store prefix (common.storage), each committed whole."""
 
 from __future__ import annotations
 
-import io
 import json
-import os
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import zstandard
 
-from common.atomic import temp_path
+from common.storage import Location, location, spooled
 from pipeline.corpus_io import Rejected
 
 # --- Quarantine -------------------------------------------------------------------
@@ -61,21 +61,24 @@ class ChunkWriter:
     """Write records as ``<prefix>-00000.jsonl.zst`` chunks of at most ``max_bytes``.
 
     ``max_bytes`` bounds the uncompressed JSONL bytes of a chunk (a single record larger
-    than the limit gets a chunk of its own). Each chunk is written under a temporary
-    name and renamed when complete, so a crash never leaves a partial chunk behind a
-    final name.
+    than the limit gets a chunk of its own). Each chunk is committed whole (renamed from a
+    temporary name on a local disk, uploaded complete to an object store), so a crash
+    never leaves a partial chunk behind a final name. ``files``: the chunks written
+    (Paths on a local disk, Locations otherwise).
     """
 
-    out_dir: Path
+    out_dir: Path | Location
     prefix: str = "chunk"
     max_bytes: int = 64 << 20
     level: int = 3
-    files: list[Path] = field(default_factory=list)
+    files: list[Path | Location] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.out_dir = Path(self.out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._fh: io.BufferedWriter | None = None
+        self._out = location(self.out_dir)
+        if self._out.is_local:
+            self._out.local_path.mkdir(parents=True, exist_ok=True)
+        self._commit: ExitStack | None = None
+        self._fh: Any = None
         self._writer: Any = None
         self._bytes = 0
         self.records = 0
@@ -93,23 +96,24 @@ class ChunkWriter:
         self.records += 1
         return len(self.files), self._lines
 
-    def _chunk_path(self) -> Path:
-        return self.out_dir / f"{self.prefix}-{len(self.files):05d}.jsonl.zst"
+    def _chunk_path(self) -> Location:
+        return self._out / f"{self.prefix}-{len(self.files):05d}.jsonl.zst"
 
     def _start_chunk(self) -> None:
-        self._fh = open(temp_path(self._chunk_path()), "wb")
+        self._commit = ExitStack()
+        local = self._commit.enter_context(spooled(self._chunk_path()))  # its temporary name, or a local spool
+        self._fh = self._commit.enter_context(open(local, "wb"))
         self._writer = zstandard.ZstdCompressor(level=self.level).stream_writer(self._fh, closefd=False)
         self._bytes = 0
         self._lines = 0
 
     def _finish_chunk(self) -> None:
-        assert self._writer is not None and self._fh is not None
+        assert self._writer is not None and self._commit is not None
         self._writer.close()  # ends the zstd frame
-        self._fh.close()
         final = self._chunk_path()
-        os.replace(temp_path(final), final)
-        self.files.append(final)
-        self._writer = self._fh = None
+        self._commit.close()  # closes the file, then renames or uploads it
+        self.files.append(final.local_path or final)
+        self._writer = self._fh = self._commit = None
 
     def close(self) -> list[Path]:
         if self._writer is not None:
@@ -124,6 +128,5 @@ class ChunkWriter:
             self.close()
         elif self._writer is not None:  # failed mid-chunk: leave no partial file behind
             self._writer.close()
-            self._fh.close()  # type: ignore[union-attr]
-            temp_path(self._chunk_path()).unlink(missing_ok=True)
-            self._writer = self._fh = None
+            self._commit.__exit__(exc_type, *rest)  # type: ignore[union-attr,arg-type]
+            self._writer = self._fh = self._commit = None

@@ -7,13 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.s3 import s3_bucket, s3_server  # noqa: F401  (fixtures: the S3 test server)
+
 REPO = Path(__file__).resolve().parents[1]
 TEST_DATA = REPO / "tests" / "data"
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One embedded Ray instance for the whole test session (stages reuse it)."""
+def ray_session(s3_server):
+    """One embedded Ray instance for the whole test session (stages reuse it). The S3 test
+    server starts first, so Ray's workers inherit its endpoint and credentials."""
     import ray
 
     from pipeline.kernel import init_ray

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
 from common.config import to_dict
+from common.storage import StorageConfig
 from pipeline.filters import FilterConfig
 from pipeline.kernel import RunConfig
 from pipeline.lsh import optimal_params
@@ -72,15 +73,16 @@ class DedupRunConfig(RunConfig):
 
 @dataclass
 class DedupStageConfig:
-    input: str = "data/sample"
-    output: str = "data/dedup"
-    reference: Optional[str] = None  # an earlier dedup output to deduplicate against (incremental)
+    input: str = "data/sample"  # a folder or an object-store URL (s3://bucket/prefix, gs://..., file://...)
+    output: str = "data/dedup"  # likewise
+    reference: Optional[str] = None  # an earlier dedup output to deduplicate against (incremental); a URL too
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     minhash: MinHashConfig = field(default_factory=MinHashConfig)
     lsh: LSHConfig = field(default_factory=LSHConfig)
     duplicates: DuplicatesConfig = field(default_factory=DuplicatesConfig)
     run: DedupRunConfig = field(default_factory=DedupRunConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)  # object-store endpoint and credentials
 
     def __post_init__(self) -> None:
         if self.lsh.bands is not None and self.lsh.rows is not None and self.lsh.bands * self.lsh.rows > self.minhash.num_perm:
@@ -123,8 +125,8 @@ def keep_rank(cfg: DuplicatesConfig, source: str, nbytes: int) -> int:
 
 
 def content_settings(cfg: DedupStageConfig) -> dict[str, Any]:
-    """What decides the outputs: everything but the run section (which says how to compute)."""
-    return {k: v for k, v in to_dict(cfg).items() if k != "run"}
+    """What decides the outputs: everything but the run and storage sections (how to compute, where to reach)."""
+    return {k: v for k, v in to_dict(cfg).items() if k not in ("run", "storage")}
 
 
 def work_settings(cfg: DedupStageConfig) -> dict[str, Any]:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from common.atomic import write_json
+from common.storage import Location
 from pipeline.corpus_io import SourceFile, list_source_files
 from pipeline.dedup.candidates import bands_file, lsh_partition
 from pipeline.dedup.clusters import run_components
@@ -33,7 +33,7 @@ from pipeline.kernel import Stage, TaskRunner, digest, file_fingerprint
 
 def run(cfg: DedupStageConfig) -> dict:
     """Run (or resume) the stage; returns the report."""
-    files = list_source_files(cfg.input)
+    files = list_source_files(cfg.input, cfg.storage)
     if not files:
         raise FileNotFoundError(f"no corpus files (.jsonl, .jsonl.zst, .parquet) under {cfg.input}")
     reference = open_reference(cfg) if cfg.reference else None
@@ -41,15 +41,15 @@ def run(cfg: DedupStageConfig) -> dict:
     cfg = with_partitions(cfg, sum(i["size"] for i in inputs))
     if reference is not None:
         inputs.append({"reference": str(reference.folder), "index": digest(reference.manifest)})
-    stage = Stage("dedup", cfg.output, work_settings(cfg), inputs, OUTPUTS)
+    stage = Stage("dedup", cfg.output, work_settings(cfg), inputs, OUTPUTS, cfg.storage)
     if stage.is_complete():
-        report = _read_report(stage.output)
+        report = _read_report(stage.root)
         print(format_table(report["sources"]))
         return report
     stage.begin()
     runner = TaskRunner.from_config(stage, cfg.run)
     started, cpu_started = time.time(), time.process_time()
-    layout = Layout(stage.work, len(reference.parts) if reference is not None else 0)
+    layout = Layout(stage.work_root, len(reference.parts) if reference is not None else 0)
     counts, offsets, candidates = _run_steps(cfg, runner, layout, files, inputs, reference)
     report = _write_outputs(cfg, stage, layout, files, counts, offsets, candidates)
     _print_timing(runner, report, stage, started, cpu_started)
@@ -90,7 +90,7 @@ def _run_steps(cfg: DedupStageConfig, runner: TaskRunner, layout: Layout, files:
 def _write_outputs(cfg: DedupStageConfig, stage: Stage, layout: Layout, files: list[SourceFile], counts: list[dict],
                    offsets: np.ndarray, candidates: tuple[int, int]) -> dict:
     """Publish the corpus and index, join the ledger, write quarantine, report and, last, the manifest."""
-    out, R = stage.output, layout.reference_files
+    out, R = stage.root, layout.reference_files
     new = range(R, R + len(files))
     stage.publish(layout.corpus(), CORPUS)
     write_index_manifest(cfg, layout.index(), {f: sum(c["kept_docs"] for c in table.values())
@@ -127,10 +127,10 @@ def _print_timing(runner: TaskRunner, report: dict, stage: Stage, started: float
           file=sys.stderr)
     print(f"dedup: {report['total']['bytes_in'] / 1e6 / max(cpu, 1e-9):.2f} MB/s per CPU-second (tasks + driver)",
           file=sys.stderr)
-    if stage.work.exists():
-        write_json(Layout(stage.work).timings(), {"wall_seconds": wall, "cpu_seconds": cpu, "stages": timings,
+    if stage.work_root.exists():
+        write_json(Layout(stage.work_root).timings(), {"wall_seconds": wall, "cpu_seconds": cpu, "stages": timings,
                                                   "bytes_in": report["total"]["bytes_in"]})
 
 
-def _read_report(output: Path) -> dict:
-    return json.loads((output / REPORT).read_text(encoding="utf-8"))
+def _read_report(output: Location) -> dict:
+    return json.loads((output / REPORT).read_text())

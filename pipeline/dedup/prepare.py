@@ -5,17 +5,17 @@ MinHash signatures of its candidates and its exact-hash rows split into partitio
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from contextlib import ExitStack
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
-from common.atomic import temp_path
+from common.storage import Location
 from pipeline.corpus_io import Rejected, SourceFile, iter_file
 from pipeline.dedup.config import DedupStageConfig, hasher, keep_rank
-from pipeline.dedup.layout import Layout, part_key, save_npy, save_npz
+from pipeline.dedup.layout import Layout, local_output, part_key, save_npy, save_npz
 from pipeline.filters import build_filter
 from pipeline.normalize import clean_text, normalize_text
 
@@ -76,10 +76,9 @@ def prepare_file(cfg: DedupStageConfig, layout: Layout, file_no: int, sf: Source
 class _TableWriter:
     """The per-file document table, streamed to parquet in row groups (bounded memory)."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.tmp = temp_path(path)
-        self.writer = pq.ParquetWriter(self.tmp, TABLE_SCHEMA, compression="zstd")
+    def __init__(self, path: Location):
+        self.commit = ExitStack()
+        self.writer = pq.ParquetWriter(self.commit.enter_context(local_output(path)), TABLE_SCHEMA, compression="zstd")
         self.cols: dict[str, list] = {k: [] for k in TABLE_SCHEMA.names}
         self.buffered = 0
         self.status: list[int] = []
@@ -103,7 +102,7 @@ class _TableWriter:
     def close(self) -> None:
         self._flush()
         self.writer.close()
-        self.tmp.replace(self.path)
+        self.commit.close()  # the table appears under its name, whole
 
 
 class _Signer:

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from common.atomic import write_json
 from common.config import to_dict
+from common.storage import Location, location
 from pipeline.corpus_io import Rejected, SourceFile, iter_file
 from pipeline.dedup.config import DedupStageConfig
-from pipeline.dedup.layout import INDEX, Layout, load_npy, load_npz, part_key, save_npy, save_npz
+from pipeline.dedup.layout import INDEX, Layout, load_npy, load_npz, open_npz, part_key, save_npy, save_npz
 from pipeline.dedup.prepare import HASH_DTYPE, STATUS_CODES
 from pipeline.normalize import clean_text
 
@@ -41,8 +41,8 @@ def write_index_part(layout: Layout, file_no: int, written: dict[str, list], chu
     """The index part of one input file: its kept documents (``written``: local index,
     id, chunk number, line) with their text hashes and signatures from prepare."""
     local = np.array(written["local"], dtype=np.int64)
-    parts = np.load(layout.hash_rows(file_no), allow_pickle=False)
-    rows = np.concatenate([parts[key] for key in sorted(parts.files)]) if parts.files else np.empty(0, HASH_DTYPE)
+    with open_npz(layout.hash_rows(file_no)) as parts:
+        rows = np.concatenate([parts[key] for key in sorted(parts.files)]) if parts.files else np.empty(0, HASH_DTYPE)
     rows = rows[np.argsort(rows["local"])]
     at = np.searchsorted(rows["local"], local)
     signed = load_npy(layout.signature_docs(file_no))
@@ -66,7 +66,7 @@ def write_index_part(layout: Layout, file_no: int, written: dict[str, list], chu
     )
 
 
-def write_index_manifest(cfg: DedupStageConfig, folder: Path, kept: dict[int, int]) -> None:
+def write_index_manifest(cfg: DedupStageConfig, folder: Location, kept: dict[int, int]) -> None:
     """``kept``: file number -> kept documents, for every file written."""
     write_json(folder / "manifest.json", {
         "format": INDEX_FORMAT,
@@ -78,20 +78,20 @@ def write_index_manifest(cfg: DedupStageConfig, folder: Path, kept: dict[int, in
 
 @dataclass(frozen=True)
 class ReferenceIndex:
-    folder: Path  # <reference>/index
-    corpus: Path  # <reference>/corpus
-    parts: list[Path]
+    folder: Location  # <reference>/index
+    corpus: Location  # <reference>/corpus
+    parts: list[Location]
     documents: list[int]
     manifest: dict[str, Any]
 
 
 def open_reference(cfg: DedupStageConfig) -> ReferenceIndex:
     """The index of ``cfg.reference``, checked against this run's settings."""
-    root = Path(cfg.reference)
+    root = location(cfg.reference, cfg.storage)
     path = root / INDEX / "manifest.json"
     if not (root / "manifest.json").exists() or not path.exists():
         raise FileNotFoundError(f"reference {root} is not a finished dedup output with an index (no {path})")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest = json.loads(path.read_text())
     if manifest.get("format") != INDEX_FORMAT:
         raise ValueError(f"{path}: index format {manifest.get('format')}, this version reads {INDEX_FORMAT}")
     ours = {key: to_dict(cfg)[key] for key in COMPATIBLE}
@@ -103,10 +103,10 @@ def open_reference(cfg: DedupStageConfig) -> ReferenceIndex:
     return ReferenceIndex(root / INDEX, root / "corpus", parts, [p["documents"] for p in manifest["parts"]], manifest)
 
 
-def load_reference_file(cfg: DedupStageConfig, layout: Layout, file_no: int, part: Path) -> dict:
+def load_reference_file(cfg: DedupStageConfig, layout: Layout, file_no: int, part: Location) -> dict:
     """Prepare outputs of a reference file, from its index part: every document a
     candidate that ranks before any new one."""
-    with np.load(part, allow_pickle=False) as z:
+    with open_npz(part) as z:
         hi, lo, sig, valid = z["hi"], z["lo"], z["sig"], z["valid"]
     n = len(hi)
     rows = np.empty(n, dtype=HASH_DTYPE)
@@ -123,7 +123,7 @@ def load_reference_file(cfg: DedupStageConfig, layout: Layout, file_no: int, par
     return {"docs": n}
 
 
-def reference_texts(corpus: Path, part: Path, rows: set[int]) -> Iterator[str]:
+def reference_texts(corpus: Location, part: Location, rows: set[int]) -> Iterator[str]:
     """Cleaned text of the given documents of a reference file, in document order, read
     from the reference's cleaned corpus (only the chunks that hold them)."""
     if not rows:
@@ -134,7 +134,8 @@ def reference_texts(corpus: Path, part: Path, rows: set[int]) -> Iterator[str]:
         lines = {int(line[r]) for r in wanted if chunk[r] == c}
         name = str(chunks[c])
         folder, file_name = name.split("/", 1)
-        sf = SourceFile(folder, file_name, corpus / name, "jsonl.zst")
+        chunk_file = corpus / name
+        sf = SourceFile(folder, file_name, chunk_file.local_path or chunk_file, "jsonl.zst")
         for item in iter_file(sf):
             if isinstance(item, Rejected):
                 raise ValueError(f"reference corpus {corpus / name} line {item.line}: {item.reason}")

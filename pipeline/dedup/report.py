@@ -8,15 +8,15 @@ joins the ledger parts, writes the quarantine and report.json.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterable
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from common.atomic import atomic_path
+from common.storage import Location, spooled
 from pipeline.corpus_io import Rejected, SourceFile
 from pipeline.corpus_write import Quarantine
+from pipeline.dedup.layout import read_table
 
 OUTCOMES = ("short", "quality", "exact", "near", "rejected", "kept")
 
@@ -130,23 +130,23 @@ def build_report(counts: list[dict[str, dict[str, int]]], files: int, documents:
     }
 
 
-def write_ledger(parts: list[Path], path: Path) -> None:
+def write_ledger(parts: list[Location], path: Location) -> None:
     """The per-file ledger parts joined in input order, one part in memory at a time."""
-    with atomic_path(path) as tmp:
+    with spooled(path) as tmp:
         writer = None
         for part_path in parts:
-            part = pq.read_table(part_path)
+            part = read_table(part_path)
             if writer is None:
                 writer = pq.ParquetWriter(tmp, part.schema, compression="zstd")
             writer.write_table(part)
         writer.close()
 
 
-def write_quarantine(tables: list[Path], files: list[SourceFile], path: Path) -> None:
+def write_quarantine(tables: list[Location], files: list[SourceFile], path: Location) -> None:
     """Rejected input with file, line, reason and a preview of the bytes."""
     columns = ["id", "line", "source", "bytes", "status", "reason", "raw"]
-    with atomic_path(path) as tmp, Quarantine(tmp) as quarantine:
+    with spooled(path) as tmp, Quarantine(tmp) as quarantine:
         for table_path, sf in zip(tables, files):
-            t = pq.read_table(table_path, columns=columns)
+            t = read_table(table_path, columns=columns)
             for row in t.filter(pc.equal(t.column("status"), "rejected")).to_pylist():
                 quarantine.add(Rejected(row["id"], row["source"], sf.label, row["line"], row["reason"], row["raw"] or "", row["bytes"]))

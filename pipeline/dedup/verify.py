@@ -10,16 +10,12 @@
 from __future__ import annotations
 
 import itertools
-import os
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import pyarrow.parquet as pq
-
-from common.atomic import atomic_path
+from common.storage import Location, location
 from pipeline.dedup.config import DedupStageConfig
-from pipeline.dedup.layout import Layout, file_of, load_npy, load_npz, save_npy
+from pipeline.dedup.layout import Layout, Positioned, file_of, load_npy, load_npz, local_output, open_table, save_npy
 from pipeline.dedup.reference import reference_texts
 from pipeline.normalize import clean_text
 from pipeline.shingles import jaccard, shingle_sets
@@ -42,8 +38,8 @@ def shingles_file(cfg: DedupStageConfig, layout: Layout, file_no: int, offsets: 
     if reference is None:
         texts = _cleaned_texts(layout.table(file_no), rows)
     else:
-        texts = reference_texts(Path(reference[0]), Path(reference[1]), rows)
-    with atomic_path(layout.shingle_hashes(file_no)) as partial, open(partial, "wb") as sink:
+        texts = reference_texts(location(reference[0], cfg.storage), location(reference[1], cfg.storage), rows)
+    with local_output(layout.shingle_hashes(file_no)) as partial, open(partial, "wb") as sink:
         while chunk := list(itertools.islice(texts, DOCS_PER_CHUNK)):
             for unique in shingle_sets(chunk, cfg.minhash.ngram, cfg.minhash.unit):
                 sink.write(unique.astype("<u8", copy=False).tobytes())
@@ -53,12 +49,12 @@ def shingles_file(cfg: DedupStageConfig, layout: Layout, file_no: int, offsets: 
     return {"documents": int(len(ids))}
 
 
-def _cleaned_texts(table: Path, rows: set[int]) -> Iterator[str]:
+def _cleaned_texts(table: Location, rows: set[int]) -> Iterator[str]:
     """Cleaned text of the given rows of a prepared document table, in row order, streamed."""
     if not rows:
         return
     i = 0
-    for batch in pq.ParquetFile(table).iter_batches(batch_size=1024, columns=["text"]):
+    for batch in open_table(table).iter_batches(batch_size=1024, columns=["text"]):
         for text in batch.column(0).to_pylist():
             if i in rows:
                 yield clean_text(text)
@@ -74,14 +70,14 @@ class ShingleStore:
 
     def __init__(self, layout: Layout, offsets: np.ndarray):
         self.layout, self.offsets = layout, offsets
-        self._files: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
+        self._files: dict[int, tuple[np.ndarray, np.ndarray, Positioned]] = {}
 
     def __enter__(self) -> "ShingleStore":
         return self
 
     def __exit__(self, *exc) -> None:
-        for _, _, fd in self._files.values():
-            os.close(fd)
+        for _, _, reader in self._files.values():
+            reader.close()
         self._files.clear()
 
     def get(self, dense: int) -> np.ndarray:
@@ -90,12 +86,12 @@ class ShingleStore:
             self._files[f] = (
                 load_npy(self.layout.shingle_ids(f)),
                 load_npy(self.layout.shingle_bounds(f)),
-                os.open(self.layout.shingle_hashes(f), os.O_RDONLY),
+                Positioned(self.layout.shingle_hashes(f)),
             )
-        ids, bounds, fd = self._files[f]
+        ids, bounds, reader = self._files[f]
         k = int(np.searchsorted(ids, dense))
         lo, hi = int(bounds[k]), int(bounds[k + 1])
-        return np.frombuffer(os.pread(fd, 8 * (hi - lo), 8 * lo), dtype="<u8")
+        return np.frombuffer(reader.read(8 * (hi - lo), 8 * lo), dtype="<u8")
 
 
 def verify_partition(cfg: DedupStageConfig, layout: Layout, p: int, offsets: np.ndarray) -> dict:

@@ -12,11 +12,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from common.atomic import atomic_path
+from common.storage import Location
 from pipeline.corpus_io import SourceFile
 from pipeline.corpus_write import ChunkWriter
 from pipeline.dedup.config import DedupStageConfig
-from pipeline.dedup.layout import Layout, file_of, load_npz
+from pipeline.dedup.layout import Layout, file_of, load_npz, local_output, open_table
 from pipeline.dedup.reference import write_index_part
 from pipeline.dedup.report import add_row
 
@@ -34,7 +34,7 @@ LEDGER_SCHEMA = pa.schema(
 
 
 def write_file(cfg: DedupStageConfig, layout: Layout, file_no: int, sf: SourceFile, offsets: np.ndarray,
-               names: list[str | Path], prefix: str) -> dict:
+               names: list[str | Location], prefix: str) -> dict:
     """Write one file's kept records, ledger part and index part; returns its per-source
     counts. ``names`` says how to name each file's documents (ids_of)."""
     lo_id = int(offsets[file_no])
@@ -44,7 +44,7 @@ def write_file(cfg: DedupStageConfig, layout: Layout, file_no: int, sf: SourceFi
     counts: dict[str, dict[str, int]] = {}
     written: dict[str, list] = {"local": [], "id": [], "chunk": [], "line": []}
     i = 0
-    table = pq.ParquetFile(layout.table(file_no))
+    table = open_table(layout.table(file_no))
     with ChunkWriter(layout.corpus() / sf.folder, prefix=prefix, max_bytes=cfg.run.chunk_bytes) as writer:
         for batch in table.iter_batches(batch_size=1024):  # one batch of texts in memory at a time
             b = batch.to_pydict()
@@ -66,7 +66,7 @@ def write_file(cfg: DedupStageConfig, layout: Layout, file_no: int, sf: SourceFi
                     columns[name].append(value)
                 add_row(counts, b["source"][j], b["bytes"][j], status, reason)
                 i += 1
-    with atomic_path(layout.ledger_part(file_no)) as tmp:
+    with local_output(layout.ledger_part(file_no)) as tmp:
         pq.write_table(pa.table(columns, schema=LEDGER_SCHEMA), tmp, compression="zstd")
     chunks = [f"{sf.folder}/{path.name}" for path in writer.files]
     write_index_part(layout, file_no, written, chunks)
@@ -95,7 +95,7 @@ class _IdLookup:
     and the line numbers prepare recorded), or, for a reference file (its index part's
     path), the id the reference run gave the document."""
 
-    def __init__(self, layout: Layout, offsets: np.ndarray, names: list[str | Path]):
+    def __init__(self, layout: Layout, offsets: np.ndarray, names: list[str | Location]):
         self.layout, self.offsets, self.names = layout, offsets, names
         self._ids: dict[int, np.ndarray] = {}
 
@@ -103,6 +103,6 @@ class _IdLookup:
         f = int(file_of(self.offsets, dense))
         name = self.names[f]
         if f not in self._ids:
-            self._ids[f] = load_npz(name, "ids") if isinstance(name, Path) else load_npz(self.layout.meta(f), "line")
+            self._ids[f] = load_npz(self.layout.meta(f), "line") if isinstance(name, str) else load_npz(name, "ids")
         value = self._ids[f][dense - self.offsets[f]]
-        return str(value) if isinstance(name, Path) else f"{name}:{int(value)}"
+        return f"{name}:{int(value)}" if isinstance(name, str) else str(value)

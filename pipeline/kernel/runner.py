@@ -1,8 +1,10 @@
 """Run one step of a stage as Ray tasks: resume, retries, a bound in flight, progress.
 
 A step is ``fn(*task.args)`` for each of its tasks. Tasks must be idempotent: they
-write only inside the step's folder, each file atomically (common.atomic), and return
-a small JSON-able result. The runner records each finished task as
+write only inside the step's folder, each file whole (common.storage: a renamed
+temporary file on a local disk, one complete upload on an object store), and return
+a small JSON-able result. The runner records each finished task -- after the task has
+returned, so after all its files are complete -- as
 ``<step>/<key>.done.json`` (its result and input fingerprint) and the finished step as
 ``<step>/DONE``, so after a crash a re-run submits only what is missing:
 
@@ -29,6 +31,7 @@ import ray
 from tqdm import tqdm
 
 from common.atomic import write_json
+from common.storage import location
 from pipeline.kernel.ray_runtime import init_ray
 from pipeline.kernel.run_config import RunConfig
 from pipeline.kernel.stage import Stage, digest, remove_path, sweep_temporaries
@@ -87,20 +90,22 @@ class TaskRunner:
         """Run (or resume) a step; the tasks' results in task order."""
         folder = self.stage.step_dir(step)
         base = digest({"step": step, "settings": settings, "upstream": self.upstream})
-        if _read(folder / STEP_MARKER).get("base") != base:
+        present = {f.name for f in location(folder).list_files(recursive=False)}  # one listing, not a probe per task
+        if _read(folder / STEP_MARKER, present).get("base") != base:
             _clear(folder)
+            present = set()
             write_json(folder / STEP_MARKER, {"step": step, "base": base})
         identity = digest({"base": base, "tasks": [(t.key, digest(t.fingerprint)) for t in tasks]})
         results: list[Any] = [None] * len(tasks)
         todo = []
         for i, task in enumerate(tasks):
-            record = _read(folder / f"{task.key}{RECORD_SUFFIX}")
+            record = _read(folder / f"{task.key}{RECORD_SUFFIX}", present)
             if record.get("fingerprint") == digest(task.fingerprint) and "result" in record:
                 results[i] = record["result"]
             else:
                 todo.append(i)
         self.reused[step] = len(tasks) - len(todo)
-        if todo or _read(folder / DONE).get("identity") != identity:
+        if todo or _read(folder / DONE, present).get("identity") != identity:
             start = time.time()
             cpu = self._submit(step, fn, tasks, todo, results, folder, num_cpus)
             sweep_temporaries(folder)  # what killed attempts left behind
@@ -151,14 +156,22 @@ class TaskRunner:
         )
 
 
-def _read(path) -> dict[str, Any]:
+def _read(path, present: set[str]) -> dict[str, Any]:
+    """A record or marker as a dict; {} when absent (``present``: the names the step folder holds)."""
+    loc = location(path)
+    if loc.name not in present:
+        return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(loc.read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def _clear(folder) -> None:
-    for child in folder.iterdir():
-        remove_path(child)
+    loc = location(folder)
+    if loc.is_local:
+        for child in loc.local_path.iterdir():
+            remove_path(child)
+    else:
+        loc.remove_tree()

@@ -1,11 +1,24 @@
 """The folders of one stage: output, work folder, markers, publishing and the manifest.
 
-Layout of a stage's output folder::
+Layout of a stage's output folder (a local folder or an object-store prefix, through
+common.storage)::
 
     <output>/_work/stage.json         what the work folder was computed from
     <output>/_work/<step>/...         each step's task outputs, task records, DONE
-    <output>/<published outputs>      renamed into place when the stage finishes
+    <output>/<published outputs>      moved (local) or copied (object store) into place at the end
     <output>/manifest.json            written last: the stage is complete
+
+Commit without rename. A local disk commits every file by renaming a temporary name and
+publishes a finished output folder by renaming it. An object store has no rename, so:
+every object is uploaded whole (it appears complete or not at all, common.storage); a
+task's objects are all uploaded before the driver writes its record (``<key>.done.json``),
+and a step's ``DONE`` after every record; readers trust only what a record, ``DONE`` or
+the manifest names. Publishing *copies* each object of a finished output server-side
+(no bytes pass through the driver) from the work folder to its final name, rather than
+having tasks write final names directly: task code keeps one write path (its step
+folder) on every store, the published names are only ever filled from recorded, complete
+steps, and publishing is idempotent -- a run killed mid-publish copies again the same
+bytes, since tasks are deterministic. The manifest is written last, as on a local disk.
 
 The stage's identity is a digest of its settings (the configuration that decides the
 outputs) and of its inputs (names, sizes and modification times of the input files).
@@ -17,6 +30,7 @@ themselves what of the work folder they can reuse (runner.py).
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -25,7 +39,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-from common.atomic import is_temp, write_json
+from common.atomic import write_json
+from common.storage import Location, StorageConfig, location, sweep_temporaries as _sweep
 
 WORK_DIR = "_work"
 MANIFEST_NAME = "manifest.json"
@@ -43,61 +58,84 @@ def file_key(i: int) -> str:
     return f"f{i:06d}"
 
 
-def file_fingerprint(path: str | os.PathLike, label: str | None = None) -> dict[str, Any]:
-    """What a result computed from a file depends on: its name, size and mtime. A file that
-    is gone (a dangling link, or deleted since it was listed) is fingerprinted as missing:
-    its reader quarantines it, and the job goes on."""
+def file_fingerprint(path: str | os.PathLike | Location, label: str | None = None) -> dict[str, Any]:
+    """What a result computed from a file depends on: its name, size and mtime (an object's
+    last-modified time). A file that is gone (a dangling link, or deleted since it was
+    listed) is fingerprinted as missing: its reader quarantines it, and the job goes on."""
     try:
-        stat = Path(path).stat()
+        stat = location(path).info()
     except FileNotFoundError:
         return {"file": label or str(path), "size": 0, "mtime_ns": 0, "missing": True}
-    return {"file": label or str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {"file": label or str(path), "size": stat.size, "mtime_ns": stat.mtime_ns}
 
 
 class Stage:
-    """One stage's output folder (``outputs``: names or glob patterns of what it publishes there)."""
+    """One stage's output folder (``outputs``: names or glob patterns of what it publishes there).
 
-    def __init__(self, name: str, output: str | os.PathLike, settings: Any, inputs: Any, outputs: Iterable[str]):
+    ``root`` and ``work_root`` are the storage locations; ``output`` and ``work`` are the
+    same as plain paths on a local disk (for steps that map or append to local files) and
+    the locations otherwise; ``step_dir`` likewise."""
+
+    def __init__(self, name: str, output: str | os.PathLike | Location, settings: Any, inputs: Any,
+                 outputs: Iterable[str], storage: StorageConfig | None = None):
         self.name = name
-        self.output = Path(output)
-        self.work = self.output / WORK_DIR
+        self.root = location(output, storage)
+        self.work_root = self.root / WORK_DIR
+        self.output = self.root.local_path or self.root
+        self.work = self.work_root.local_path or self.work_root
         self.outputs = tuple(outputs)
         self.identity = digest({"stage": name, "settings": settings, "inputs": inputs})
 
     @property
-    def manifest_path(self) -> Path:
+    def manifest_path(self) -> Path | Location:
         return self.output / MANIFEST_NAME
 
     def is_complete(self) -> bool:
         """The manifest exists and was written by a run of this very configuration and input."""
-        return self.manifest_path.exists() and self._marker() == self.identity
+        return (self.root / MANIFEST_NAME).exists() and self._marker() == self.identity
 
     def read_manifest(self) -> dict[str, Any]:
-        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        return json.loads((self.root / MANIFEST_NAME).read_text())
 
     def begin(self) -> None:
         """Make the folder ready for a run: no manifest, no published outputs of another run."""
-        self.manifest_path.unlink(missing_ok=True)
+        (self.root / MANIFEST_NAME).remove()
         previous = self._marker()
         if previous is not None and previous != self.identity:
-            print(f"{self.name}: {self.output} holds a run of another config or input; starting over", file=sys.stderr)
-        for pattern in self.outputs:
-            for path in sorted(self.output.glob(pattern)):
-                remove_path(path)
-        self.work.mkdir(parents=True, exist_ok=True)
-        write_json(self.work / STAGE_MARKER, {"stage": self.name, "identity": self.identity})
+            print(f"{self.name}: {self.root} holds a run of another config or input; starting over", file=sys.stderr)
+        for target in self._published():
+            target.remove_tree()
+        if self.root.is_local:
+            Path(self.work).mkdir(parents=True, exist_ok=True)
+        write_json(self.work_root / STAGE_MARKER, {"stage": self.name, "identity": self.identity})
 
-    def step_dir(self, step: str) -> Path:
-        path = self.work / step
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    def _published(self) -> list[Location]:
+        """What of the output folder the stage's output names and patterns match."""
+        if self.root.is_local:
+            return [location(p) for pattern in self.outputs for p in sorted(Path(self.output).glob(pattern))]
+        tops = sorted({f.relative_to(self.root).split("/", 1)[0] for f in self.root.list_files()})
+        return [self.root / top for pattern in self.outputs for top in tops if fnmatch.fnmatchcase(top, pattern)]
 
-    def publish(self, source: Path, name: str) -> Path:
-        """Rename a finished output from the work folder into the output folder.
+    def step_dir(self, step: str) -> Path | Location:
+        if self.root.is_local:
+            path = Path(self.work) / step
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+        return self.work_root / step
 
-        Idempotent: when an earlier attempt already moved it, there is nothing to do.
+    def publish(self, source: Path | Location, name: str) -> Path | Location:
+        """Move (local) or copy server-side (object store) a finished output of the work folder
+        into the output folder.
+
+        Idempotent: when an earlier attempt already published it, the result is the same.
         """
-        target = self.output / name
+        if not self.root.is_local:
+            source, target = location(source), self.root / name
+            files = source.list_files() if source.is_dir() else ([source] if source.is_file() else [])
+            for f in files:  # every object is complete: it was recorded by its task
+                f.copy_to(target / f.relative_to(source) if f != source else target)
+            return target
+        source, target = Path(source), Path(self.output) / name
         if not source.exists():
             if not target.exists():  # the step wrote nothing to publish: an empty output
                 target.mkdir(parents=True)
@@ -114,28 +152,21 @@ class Stage:
         Without a work folder a later run cannot tell that the stage is complete, and
         runs it again."""
         if not keep_work:
-            remove_path(self.work)
-        write_json(self.manifest_path, manifest, indent=indent, sort_keys=sort_keys)
+            self.work_root.remove_tree()
+        write_json(self.root / MANIFEST_NAME, manifest, indent=indent, sort_keys=sort_keys)
 
     def _marker(self) -> str | None:
         try:
-            return json.loads((self.work / STAGE_MARKER).read_text(encoding="utf-8")).get("identity")
+            return json.loads((self.work_root / STAGE_MARKER).read_text()).get("identity")
         except (OSError, ValueError):
             return None
 
 
-def sweep_temporaries(folder: Path) -> None:
+def sweep_temporaries(folder: Path | Location) -> None:
     """Remove what writers killed mid-file left behind (their temporary names)."""
-    if folder.is_file():
-        return
-    for path in sorted(folder.rglob("*"), reverse=True):
-        if is_temp(path):
-            remove_path(path)
+    _sweep(location(folder))
 
 
-def remove_path(path: Path) -> None:
+def remove_path(path: Path | Location) -> None:
     """Remove a file or a folder tree, if it exists."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+    location(path).remove_tree()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from common.config import to_dict
+from common.storage import Location, location
 from pipeline.corpus_write import ChunkWriter
 from pipeline.kernel import Stage, Task, TaskRunner
 from pipeline.sample.config import SampleConfig
@@ -51,7 +52,7 @@ class SourceStats:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
-def build_source(cfg: SampleConfig, name: str, out_dir: Path) -> dict:
+def build_source(cfg: SampleConfig, name: str, out_dir: Path | Location) -> dict:
     """One source's documents as chunks in ``out_dir``; returns its statistics."""
     src = cfg.sources[name]
     stats = SourceStats(budget=int(cfg.max_total_bytes * src.share))
@@ -91,8 +92,9 @@ def run(cfg: SampleConfig) -> dict:
     """Build the corpus at ``cfg.output``; returns the manifest.
 
     The machine's files cannot be fingerprinted cheaply, so every run builds the corpus
-    again (the same machine and config give the same bytes)."""
-    output = Path(cfg.output)
+    again (the same machine and config give the same bytes). ``output`` may be an
+    object-store URL (credentials from the standard environment)."""
+    output = location(cfg.output)
     _check_replaceable(output)
     names = [name for name, src in cfg.sources.items() if src.share > 0]
     stage = Stage("corpus", output, to_dict(cfg), inputs=None, outputs=("[!_]*",))  # all but the work folder
@@ -115,17 +117,17 @@ def run(cfg: SampleConfig) -> dict:
     return manifest
 
 
-def _check_replaceable(output: Path) -> None:
+def _check_replaceable(output: Location) -> None:
     """Only an earlier sample corpus (or an empty folder) may be replaced."""
     if not output.exists():
         return
     if not output.is_dir():
         raise SystemExit(f"output {output} exists and is not a folder")
     manifest = output / MANIFEST
-    if not any(output.iterdir()):
+    if not (any(output.local_path.iterdir()) if output.is_local else output.list_files()):
         return
     try:
-        if json.loads(manifest.read_text(encoding="utf-8")).get("kind") == MANIFEST_KIND:
+        if json.loads(manifest.read_text()).get("kind") == MANIFEST_KIND:
             return
     except (OSError, ValueError):
         pass

@@ -13,7 +13,6 @@ import pytest
 from common import atomic
 from common.config import load_config, to_dict, to_json
 from common.storage import Location, StorageConfig, is_url, location, sweep_temporaries
-from tests.helpers.s3 import s3_bucket, s3_server  # noqa: F401  (fixtures)
 from tests.helpers.s3_proxy import S3Proxy
 
 

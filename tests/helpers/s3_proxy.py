@@ -3,8 +3,11 @@
 Every request is forwarded to the server (``upstream``, a loopback URL) and counted by
 method. With ``fail_one_in=N`` a seeded random 1 in N requests fails instead: answered
 with HTTP 503 (SlowDown), its connection reset before any answer, or (for a GET) cut
-in the middle of the body -- what a real object store does under load. Point
-``AWS_ENDPOINT_URL`` at ``proxy.endpoint`` to route a job through it.
+in the middle of the body -- what a real object store does under load. A GET of a key
+ending with one of ``broken`` always gets 503 (a file listed and sized, then unreadable); a HEAD or
+GET of a key ending with one of ``vanished`` gets 404 although listings still show it
+(deleted after it was listed). Point ``AWS_ENDPOINT_URL`` (or ``storage.endpoint_url``)
+at ``proxy.endpoint`` to route a job through it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ _SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</C
               b"<Message>Please reduce your request rate.</Message></Error>")
 
 
+_NO_SUCH_KEY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchKey</Code>'
+                b"<Message>The specified key does not exist.</Message></Error>")
+
+
 class S3Proxy:
     def __init__(self, upstream: str, fail_one_in: int = 0, seed: int = 0, faults: tuple[str, ...] = FAULTS):
         parsed = urlparse(upstream)
@@ -30,6 +37,8 @@ class S3Proxy:
             raise ValueError(f"the proxy only forwards to loopback, not {upstream}")
         self.upstream = (parsed.hostname, parsed.port)
         self.fail_one_in, self.faults = fail_one_in, faults
+        self.broken: tuple[str, ...] = ()
+        self.vanished: tuple[str, ...] = ()
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         self.requests: Counter = Counter()  # method -> requests answered by the server
@@ -65,8 +74,15 @@ class S3Proxy:
             self.requests.clear()
         return counts
 
-    def _draw_fault(self, method: str) -> str | None:
+    def _draw_fault(self, method: str, path: str) -> str | None:
+        key = path.split("?", 1)[0]
         with self.lock:
+            if self.broken and method == "GET" and key.endswith(self.broken):
+                self.failed["broken"] += 1
+                return "503"
+            if self.vanished and method in ("HEAD", "GET") and key.endswith(self.vanished):
+                self.failed["vanished"] += 1
+                return "404"
             if not self.fail_one_in or self.random.randrange(self.fail_one_in):
                 self.requests[method] += 1
                 return None
@@ -110,7 +126,15 @@ class S3Proxy:
 
             def _forward(self) -> None:
                 body = self._body()
-                fault = proxy._draw_fault(self.command)
+                fault = proxy._draw_fault(self.command, self.path)
+                if fault == "404":
+                    body = b"" if self.command == "HEAD" else _NO_SUCH_KEY
+                    self.send_response(404)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 if fault == "reset":
                     self._reset()
                     return
