@@ -36,7 +36,8 @@ from tests.helpers.ray_cluster import LoopbackCluster  # noqa: E402  (the bench 
 from tests.helpers.s3 import start_s3_server  # noqa: E402
 
 STAGES = {"dedup": ("pipeline.dedup", "prepare", ("input", "config.input", "config.output")),
-          "tokenize": ("pipeline.tokenize", "encode", ("config.input", "config.output", "timing", "input_files_reused"))}
+          "tokenize": ("pipeline.tokenize", "encode", ("config.input", "config.output", "config.run", "timing",
+                                                       "input_files_reused"))}
 
 
 def published(out: str) -> dict[str, bytes]:

@@ -32,7 +32,7 @@ from tests.helpers.s3_proxy import S3Proxy  # noqa: E402
 
 def comparable(manifest: bytes) -> dict:
     data = json.loads(manifest)
-    for key in ("input", "output"):
+    for key in ("input", "output", "run"):
         data["config"].pop(key)
     for key in ("timing", "input_files_reused"):
         data.pop(key)

@@ -25,17 +25,19 @@ DEDUP = ["-m", "pipeline.dedup", "--config", "configs/data/slimpajama.yaml", "ru
 TOKENIZE = ["-m", "pipeline.tokenize", "--config", "configs/data/tokenize.yaml", "pack.seq_lens=[128,512]",
             "shards.max_bytes=100000", "shards.rows_per_batch=64", "formats=[arrow,megatron]"]
 # Every node reads each input file a little slowly, so a node is killed while it works.
-SLOW_READS = "pipeline.corpus_io:iter_file:slow=0.3"
+SLOW_READS = "pipeline.corpus_io:iter_file:slow=0.25"
 pytestmark = pytest.mark.slow
 
 
 def local_run(args: list[str], corpus: Path, out: Path) -> dict[str, bytes]:
-    """The reference: the same command on one machine's disk and its own single-node Ray."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PYTHONPATH"] = str(REPO)
-    done = subprocess.run([sys.executable, *args, f"input={corpus}", f"output={out}", "run.progress=false",
-                           "run.num_cpus=2"], cwd=REPO, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    """The reference: the same settings on one machine's disk and the session's single-node Ray."""
+    from pipeline.dedup import DedupStageConfig
+    from pipeline.dedup import run as dedup
+    from pipeline.tokenize import TokenizeConfig
+    from pipeline.tokenize import run as tokenize
+
+    cls, run = (DedupStageConfig, dedup) if args[1] == "pipeline.dedup" else (TokenizeConfig, tokenize)
+    run(load_config(cls, REPO / args[3], [*args[4:], f"input={corpus}", f"output={out}", "run.progress=false"]))
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
             if p.is_file() and "_work" not in p.relative_to(out).parts}
 
@@ -64,8 +66,8 @@ def assert_same(remote: dict[str, bytes], local: dict[str, bytes], comparable) -
     assert comparable(remote["manifest.json"]) == comparable(local["manifest.json"])
 
 
-def test_two_nodes_without_a_shared_disk_give_the_local_objects(tmp_path, s3_bucket):
-    corpus = write_corpus(tmp_path / "corpus", max_files=16, chunk_bytes=40_000)
+def test_two_nodes_without_a_shared_disk_give_the_local_objects(tmp_path, s3_bucket, ray_session):
+    corpus = write_corpus(tmp_path / "corpus", max_files=12, chunk_bytes=40_000)
     s3_corpus = upload_tree(corpus, f"{s3_bucket}/corpus")
     dedup_local = local_run(DEDUP, corpus, tmp_path / "dedup")
     tokenize_local = local_run(TOKENIZE, corpus, tmp_path / "tokens")

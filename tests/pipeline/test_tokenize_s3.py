@@ -32,9 +32,9 @@ def local_outputs(root: Path) -> dict[str, bytes]:
 
 
 def comparable(manifest: bytes) -> dict:
-    """The stage manifest without what names locations or measures time."""
+    """The stage manifest without what names locations, how it ran, and what it measured."""
     data = json.loads(manifest)
-    for key in ("input", "output"):
+    for key in ("input", "output", "run"):
         data["config"].pop(key)
     data.pop("timing")
     data.pop("input_files_reused")
