@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from common.atomic import TMP_SUFFIX
 from common.storage import Location
 from model.tokenizer_files import TokenizerMismatch, file_sha256, write_tokenizer_files
-from pipeline.shard_format import TOKENIZER_NAME as SHARDS_TOKENIZER
+from train.run_store import shards_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The tokenizer `make tokenize` uses by default; a run's shards name theirs by SHA-256.
@@ -90,7 +90,8 @@ def remove_stored(checkpoint: Location) -> None:
 def find_tokenizer(state: dict[str, Any]) -> tuple[Path | None, str]:
     """The tokenizer.json the run's shards were made with, and why when none is found.
 
-    Candidates: the one `make tokenize` leaves beside the shards (``data.root``), the run's
+    Candidates: the one `make tokenize` leaves beside the shards (``data.root``, or its copy
+    in the cache when the shards are on an object store), the run's
     sample tokenizer (``sample.tokenizer``) and the project's; the first whose SHA-256
     equals the shards' ``tokenizer_sha256`` wins (any, when the shards name none).
     """
@@ -98,7 +99,7 @@ def find_tokenizer(state: dict[str, Any]) -> tuple[Path | None, str]:
     config = state.get("config") or {}
     configured = (config.get("sample") or {}).get("tokenizer")
     root = (config.get("data") or {}).get("root")
-    candidates = [Path(root) / SHARDS_TOKENIZER] if root else []
+    candidates = [shards_tokenizer(root, config.get("cache_dir"))] if root else []
     if configured:
         path = Path(configured)
         candidates += [path] if path.is_absolute() else [path, REPO_ROOT / path]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from common.storage import Location, is_url, location
-from pipeline.shard_format import MANIFEST_NAME, split_dir
+from pipeline.shard_format import MANIFEST_NAME, TOKENIZER_NAME, split_dir
 
 DEFAULT_CACHE = "btlm-cache"  # below the system's temporary folder when cache_dir is null
 _GB = 1 << 30
@@ -100,6 +100,9 @@ def local_token_root(root: str, seq_lens: Sequence[int], splits: Sequence[str],
             folder = source / split_dir("", seq_len, split).as_posix()
             wanted += [f for f in folder.list_files(recursive=False)
                        if f.name.endswith(".arrow") or f.name == MANIFEST_NAME]
+    tokenizer = source / TOKENIZER_NAME  # the shards' tokenizer, for the checkpoints' tokenizer files
+    if tokenizer.exists():
+        wanted.append(tokenizer)
     targets = {cache / f.scheme / f.path: f for f in wanted}
     sizes = {path: f.info().size for path, f in targets.items()}
     _make_room(cache, sizes, int(max_gb * _GB), root)
@@ -107,6 +110,14 @@ def local_token_root(root: str, seq_lens: Sequence[int], splits: Sequence[str],
         loc.fetch(cache)  # the seam reuses a copy whose size matches
         os.utime(path)  # most recently used
     return cache / source.scheme / source.path
+
+
+def shards_tokenizer(root: str, cache_dir: str | os.PathLike | None) -> Path:
+    """Where the tokenizer.json beside the shards is on this machine (fetched with the shards)."""
+    source = location(root)
+    if source.is_local:
+        return Path(source.path) / TOKENIZER_NAME
+    return cache_root(cache_dir) / "shards" / source.scheme / source.path / TOKENIZER_NAME
 
 
 def _make_room(cache: Path, needed: dict[Path, int], limit: int, root: str) -> None:

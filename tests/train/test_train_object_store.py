@@ -118,3 +118,25 @@ def test_init_from_and_eval_checkpoint_on_s3(tmp_path, s3_bucket):  # noqa: F811
     trainer = Trainer(second, second.run_dir, init_distributed())
     for name, tensor in model.state_dict().items():
         assert trainer.model.state_dict()[name].equal(tensor), name
+
+
+def test_the_shard_cache_is_bounded_and_evicts_the_least_recently_used(tmp_path, s3_bucket):  # noqa: F811
+    from train.data import ShardSet, expected_metadata
+    from train.run_store import local_token_root
+
+    tokens = write_token_dir(tmp_path / "tokens", seq_lens=(64,))
+    for name in ("a", "b"):
+        upload_folder(tokens, f"{s3_bucket}/{name}")
+    size = sum(p.stat().st_size for p in (tokens / "seq64").rglob("*") if p.is_file())
+    cache, splits = tmp_path / "cache", ["train", "validation"]
+    room = 1.5 * size / 2**30  # one token folder fits, not two
+    a = local_token_root(f"{s3_bucket}/a", [64], splits, cache, room)
+    assert sorted(p.name for p in (a / "seq64" / "train").iterdir()) == sorted(
+        p.name for p in (tokens / "seq64" / "train").iterdir())
+    before = len(list(a.rglob("*.arrow")))
+    b = local_token_root(f"{s3_bucket}/b", [64], splits, cache, room)
+    assert len(list(a.rglob("*.arrow"))) < before  # some of a's shards evicted to make room for b, not all
+    assert sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) <= room * 2**30
+    assert len(ShardSet(b, 64, "train", expected_metadata(256, None))) > 0
+    with pytest.raises(ValueError, match="cache_max_gb"):
+        local_token_root(f"{s3_bucket}/a", [64], splits, cache, size / 2 / 2**30)
