@@ -74,6 +74,20 @@ def test_tokenize_on_s3_gives_the_local_bytes(local_run, s3_corpus, s3_bucket):
     assert not (location(out) / "_work").is_dir()
 
 
+def test_stats_of_shards_on_s3(local_run, s3_corpus, s3_bucket, capsys):
+    from pipeline.stats import main
+
+    out = f"{s3_bucket}/tokens"
+    tokenize(s3_corpus, out)
+    with pytest.raises(SystemExit) as exit_code:
+        main([out, "--json"])
+    assert exit_code.value.code == 0  # every check passed: rows and SHA-256 as the manifests list
+    report = json.loads(capsys.readouterr().out)
+    assert report["root"] == out and report["ok"]
+    assert [f["folder"].split("/")[-2:] for f in report["folders"]] == [
+        ["seq128", "train"], ["seq128", "validation"], ["seq512", "train"], ["seq512", "validation"]]
+
+
 def test_an_interrupted_tokenize_on_s3_resumes_to_identical_outputs(local_run, s3_corpus, s3_bucket):
     out = f"{s3_bucket}/tokens"
     with interrupted_after("encode"):
