@@ -25,7 +25,7 @@ TOKENS_DONE := $(TOKENS_DIR)/manifest.json
 upstream = $(if $(CONFIG),,$(1))
 config_flag = $(if $(CONFIG),--config $(CONFIG),)
 
-.PHONY: help setup test test-fast corpus dedup tokenize pretrain stats coord-check mup-sweep eval bench gguf-check clean
+.PHONY: help setup test test-fast corpus dedup tokenize pretrain stats coord-check mup-sweep eval decontaminate bench gguf-check clean
 
 help:
 	@echo "make setup      create .venv (torch pinned by TORCH_SPEC=$(TORCH_SPEC)), install the project"
@@ -36,6 +36,7 @@ help:
 	@echo "make pretrain   train the demo BTLM (runs every earlier stage if needed)"
 	@echo "make stats      shard statistics of $(TOKENS_DIR)"
 	@echo "make eval       lm-evaluation-harness on a checkpoint (CKPT=dir, default the newest of runs/demo; TASKS=a,b)"
+	@echo "make decontaminate  13-gram overlap of $(DEDUP_DIR)/corpus with evaluation sets -> data/decontam"
 	@echo "make coord-check  muP coordinate check on $(TOKENS_DIR)"
 	@echo "make mup-sweep    learning-rate transfer across width on $(TOKENS_DIR)"
 	@echo "Options: CONFIG=path.yaml ARGS=\"key=value ...\""
@@ -96,6 +97,16 @@ TASKS ?=
 # (lm-eval comes with the dev extra that setup installs; elsewhere: pip install -e ".[eval]").
 eval: setup
 	$(CLI) eval $(config_flag) $(if $(CKPT),checkpoint=$(CKPT)) $(if $(TASKS),"tasks=[$(TASKS)]") $(ARGS)
+
+# Word 13-gram decontamination of the cleaned corpus against evaluation sets -> data/decontam
+# (default: the shipped holdout task, its items first built from the token shards into
+# EVAL_TASKS). Other sets: ARGS="eval_sets=[hellaswag,path/items.jsonl:question]".
+# In the chain: make tokenize ARGS="input=data/decontam/corpus"; the clean score:
+# make eval ARGS="decontamination=data/decontam".
+EVAL_TASKS ?= data/eval_tasks
+decontaminate: setup $(call upstream,$(TOKENS_DONE))
+	$(if $(CONFIG),,$(PY) -m train.harness export_tasks=$(EVAL_TASKS))
+	$(PY) -m pipeline.decontaminate $(config_flag) $(ARGS)
 
 # Side-by-side benchmarks against the reference tools (bench extra); not part of CI.
 bench: setup

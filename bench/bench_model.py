@@ -117,8 +117,8 @@ def time_models(models, args, device, dtype) -> dict[str, list[float]]:
 def attention_only(args, device, dtype) -> dict[str, float]:
     """Attention forward+backward (ms): plain causal, ALiBi as an explicit mask, mask-free ALiBi,
     per-document ALiBi (documents of ``--doc-mean`` tokens on average), same shapes as the model."""
-    from model.attention import alibi_causal_attention, document_attention, document_spans
-    from model.positions import AlibiBias
+    from model.attention.positions import AlibiBias
+    from model.attention.sdpa import alibi_causal_attention, document_attention, document_spans
 
     B, H, T, D = args.batch, args.n_head, args.seq_len, args.d_model // args.n_head
     q, k, v = (torch.randn(B, H, T, D, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
@@ -161,9 +161,9 @@ def document_segments(B: int, T: int, mean: float, device) -> torch.Tensor:
 def flex_forward(args, device, dtype) -> dict[str, float]:
     """Forward only (CPUs have no FlexAttention backward): compiled FlexAttention with the ALiBi
     score_mod and a causal block mask against the mask-free SDPA path; the first call's compile time."""
-    from model import flex_attention as flex
-    from model.attention import alibi_causal_attention
-    from model.positions import AlibiBias
+    from model.attention import flex
+    from model.attention.positions import AlibiBias
+    from model.attention.sdpa import alibi_causal_attention
 
     B, H, T, D = args.batch, args.n_head, args.seq_len, args.d_model // args.n_head
     q, k, v = (torch.randn(B, H, T, D, device=device, dtype=dtype) for _ in range(3))

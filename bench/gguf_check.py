@@ -5,7 +5,7 @@ weights such as the full-size BTLM-3B-8K) this script
 
 1. computes the PyTorch fp32 reference: logits on a few prompts, 32 greedy tokens each
    (the project's KV-cached ``generate``), perplexity on validation shard rows;
-2. exports the model with ``model.export.gguf`` at f32, f16, q8_0, q4_0 and Q4_K_M (each in a
+2. exports the model with ``model.gguf.export`` at f32, f16, q8_0, q4_0 and Q4_K_M (each in a
    child process, whose peak RSS shows the export streams);
 3. loads each file in llama.cpp (llama-cpp-python, the ``llama`` extra) in a child process:
    its tokenizer against the project's, logits on the same prompts, greedy tokens from its own

@@ -109,7 +109,7 @@ def run_probe(model: str, inputs: dict, use_mmap: bool) -> dict:
 def main() -> None:
     mode, model, work, out = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
     if mode == "export":  # the exporter's own peak memory: it streams tensor by tensor
-        from model.export.gguf import export_gguf
+        from model.gguf.export import export_gguf
 
         checkpoint, quant, tokenizer = model.split(":")
         t0 = time.perf_counter()

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from common.atomic import atomic_dir, write_json
 from model import BTLMConfig, BTLMLMHeadModel
-from model.hf_checkpoint import CONFIG_NAME, INDEX_NAME, to_published
+from model.checkpoint.published import CONFIG_NAME, INDEX_NAME, to_published
 
 # One prompt per kind of text in the sample corpus (code, licenses, manual pages, docs).
 PROMPTS = [

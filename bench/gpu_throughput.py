@@ -51,9 +51,9 @@ def device_name(device: torch.device) -> str:
 
 
 def attention_kernel(model: BTLMLMHeadModel, seq_len: int, device: torch.device, dtype: torch.dtype) -> str:
-    """The kernel the model picks for a training sequence of this length (modeling._attention_context)."""
+    """The kernel the model picks for a training sequence of this length (model/attention/dispatch.py: choose_kernel)."""
     x = torch.zeros(1, seq_len, model.config.n_embd, device=device, dtype=dtype)
-    return model.transformer._attention_context(seq_len, 0, None, x).kernel
+    return model.transformer.attention_context(seq_len, 0, None, x).kernel
 
 
 def measure(model, seq_len: int, tokens: int, steps: int, warmup: int, device: torch.device, bf16: bool,

@@ -124,11 +124,11 @@ def location(path_or_url: "str | os.PathLike | Location", cfg: StorageConfig | N
         scheme, _, rest = text.partition("://")
         scheme = scheme.lower()
         if scheme == "file":
-            return Location(None, urlparse(text).path, cfg)
+            return Location(None, str(Path(urlparse(text).path)), cfg)
         if scheme not in REMOTE_SCHEMES:
             raise ValueError(f"unsupported storage URL {text!r} (use s3://, gs://, file:// or a local path)")
         return Location(scheme, rest.strip("/"), cfg)
-    return Location(None, text, cfg)
+    return Location(None, str(Path(text)), cfg)  # as pathlib spells it, as every stage always did
 
 
 def is_url(path_or_url: Any) -> bool:
@@ -170,6 +170,10 @@ class Location:
         if self.scheme is None:
             return Location(None, str(Path(self.path).parent), self.cfg)
         return Location(self.scheme, self.path.rsplit("/", 1)[0] if "/" in self.path else "", self.cfg)
+
+    def with_name(self, name: str) -> "Location":
+        """A sibling: this location's parent / ``name``."""
+        return self.parent / name
 
     @property
     def is_local(self) -> bool:
@@ -381,9 +385,10 @@ class Location:
 
 
 @contextmanager
-def spooled(loc: Location) -> Iterator[Path]:
+def spooled(loc: "Location | str | os.PathLike") -> Iterator[Path]:
     """A local file to write; uploaded to ``loc`` when the block ends cleanly, dropped otherwise.
     On a local disk the file is ``loc``'s own temporary name (no copy)."""
+    loc = location(loc)
     if loc.is_local:
         with atomic_path(loc.path) as tmp:
             yield Path(tmp)

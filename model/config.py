@@ -148,6 +148,28 @@ class BTLMConfig:
         """m = width / base width (1 under standard parameterization)."""
         return 1.0 / self.mup_width_scale
 
+    # The multipliers the forward pass applies. Every format that cannot carry them (native
+    # StableLM, llama.cpp's graphs) folds these same values into its weights.
+
+    @property
+    def attention_scale(self) -> float:
+        """Multiplier of q.k: 1/d_head under muP (keeps logits O(1) as heads widen), else 1/sqrt(d_head)."""
+        if not self.scale_attn_weights:
+            return 1.0
+        if self.mup_scale_qk_dot_by_d:
+            return 1.0 / self.head_dim
+        return self.head_dim**-0.5
+
+    @property
+    def embedding_scale(self) -> float:
+        """Multiplier of the token (and position) embeddings (muP's input alpha)."""
+        return self.mup_embeddings_scale
+
+    @property
+    def output_logits_scale(self) -> float:
+        """muP readout multiplier of the logits: output alpha / width multiplier (1 under standard parameterization)."""
+        return self.mup_output_alpha * self.mup_width_scale
+
     # --- serialisation ------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:

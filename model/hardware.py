@@ -52,3 +52,10 @@ def measured_matmul_flops(precision: str) -> float:
         a @ b
         best = min(best, time.perf_counter() - start)
     return 2 * 1024**3 / best
+
+
+def compute_dtype(device: torch.device, fallback: torch.dtype) -> torch.dtype:
+    """The matmul dtype autocast would use here (bf16 under CPU autocast), else the tensor's own."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return fallback

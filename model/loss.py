@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from model.precision import compute_dtype
+from model.hardware import compute_dtype
 
 IGNORE_INDEX = -100
 CHUNK_ROWS = 128  # rows per log-softmax on CPUs: a [128, 50257] fp32 block (26 MB) stays in a 32 MB L3

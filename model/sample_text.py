@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from common.config import ConfigError, load_config
-from model.btlm import BTLMLMHeadModel
 from model.hardware import flush_denormals
+from model.network import BTLMLMHeadModel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "model" / "generation.yaml"

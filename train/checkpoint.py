@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from common.atomic import TMP_SUFFIX
 from common.storage import Location
-from model.tokenizer_files import TokenizerMismatch, file_sha256, write_tokenizer_files
+from model.checkpoint.tokenizer import TokenizerMismatch, file_sha256, write_tokenizer_files
 from train.run_store import shards_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -9,6 +9,12 @@ task names, task YAML files or folders of them. Writes ``<out_dir>/lm-eval-<chec
 (metrics with standard errors, sample counts, settings) and prints a table. A checkpoint on
 an object store (``s3://.../checkpoints/step-*``) is fetched once into ``cache_dir`` and
 its report goes to the run's ``eval/`` there.
+
+With ``decontamination=DIR`` (the output of ``make decontaminate``), every task that
+report checked is scored a second time on its items no training document holds, and
+both scores are reported side by side (train/clean_score.py). ``export_tasks=DIR``
+writes the ready-to-read task folder (the holdout task's items built) and stops: the
+evaluation sets ``make decontaminate`` checks the corpus against.
 """
 
 from __future__ import annotations
@@ -27,10 +33,11 @@ from tokenizers import Tokenizer
 
 from common.atomic import write_json, write_text
 from common.config import shipped_path, stage_cli, to_dict
-from model.hf_checkpoint import read_config
-from model.tokenizer_files import TOKENIZER_NAME, file_sha256, has_tokenizer_files, write_tokenizer_files
 from common.storage import Location, location
+from model.checkpoint.folder import read_config
+from model.checkpoint.tokenizer import TOKENIZER_NAME, file_sha256, has_tokenizer_files, write_tokenizer_files
 from train.checkpoint import PROJECT_TOKENIZER, STATE_NAME, find_tokenizer, stored_checkpoints
+from train.clean_score import compare, print_comparison, read_contaminated, selections, task_documents
 from train.holdout_task import HoldoutSection, build_items, write_items
 from train.run_store import cache_root, fetch_tree
 
@@ -54,6 +61,8 @@ class HarnessConfig:
     seed: int
     bootstrap_iters: int
     holdout: HoldoutSection
+    decontamination: Optional[str]  # a decontamination output (or its report.json): also score clean items
+    export_tasks: Optional[str]  # write the task folder here and stop (no checkpoint needed)
     cache_dir: Optional[str] = None  # where a checkpoint on an object store is fetched; null = system temp
 
     def __post_init__(self) -> None:
@@ -155,10 +164,23 @@ def summarize(results: dict[str, Any]) -> dict[str, dict[str, dict[str, float | 
     return out
 
 
+def export_tasks(cfg: HarnessConfig) -> Path:
+    """The tasks of ``cfg.tasks`` that are shipped YAMLs, ready to read, in ``cfg.export_tasks``."""
+    out = Path(cfg.export_tasks)
+    tokenizer = tokenizer_json(resolve_checkpoint(cfg)[1]) if cfg.checkpoint else PROJECT_TOKENIZER
+    for task in cfg.tasks:
+        shipped = Path(cfg.task_dir) / f"{task}.yaml"
+        if not shipped.is_file():
+            raise HarnessError(f"export_tasks: {task} is not a task of {cfg.task_dir}")
+        localize_task(cfg, shipped, out, tokenizer)
+    return out
+
+
 def run(cfg: HarnessConfig) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    contaminated = read_contaminated(cfg.decontamination) if cfg.decontamination else None
     named, checkpoint = resolve_checkpoint(cfg)
     published = resolve_out_dir(cfg, named)
     # lm-eval writes files of its own: a report on an object store is made locally, then sent
@@ -181,12 +203,20 @@ def run(cfg: HarnessConfig) -> dict[str, Any]:
         raise HarnessError(f"{exc.name} is not installed: pip install -e '.[eval]'") from None
 
     start = time.perf_counter()
-    results = lm_eval.simple_evaluate(
-        model="hf", model_args=model_args, tasks=names, num_fewshot=cfg.num_fewshot, batch_size=cfg.batch_size,
-        device=cfg.device, limit=cfg.limit, bootstrap_iters=cfg.bootstrap_iters, log_samples=False,
-        task_manager=TaskManager(include_path=[str(p) for p in include] or None, include_defaults=defaults),
-        random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed,
-    )
+    manager = TaskManager(include_path=[str(p) for p in include] or None, include_defaults=defaults)
+    chosen = selections(contaminated, task_documents(names, manager), cfg.limit) if contaminated is not None else {}
+
+    def evaluate(tasks: list[str], samples: dict[str, list[int]] | None) -> dict[str, Any]:
+        return lm_eval.simple_evaluate(
+            model="hf", model_args=model_args, tasks=tasks, num_fewshot=cfg.num_fewshot, batch_size=cfg.batch_size,
+            device=cfg.device, limit=None if samples else cfg.limit, samples=samples,
+            bootstrap_iters=cfg.bootstrap_iters, log_samples=False, task_manager=manager, random_seed=cfg.seed,
+            numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed)
+
+    # with a report, the full score is over the same items (``samples``) the clean one is a subset of
+    results = evaluate(names, {t: s["full"] for t, s in chosen.items()} or None)
+    dirty = [t for t, s in chosen.items() if len(s["clean"]) < len(s["full"])]
+    clean = evaluate(dirty, {t: chosen[t]["clean"] for t in dirty}) if dirty else {}
     elapsed = time.perf_counter() - start
     report = {
         "checkpoint": str(named), "tasks": names, "metrics": summarize(results),
@@ -194,6 +224,8 @@ def run(cfg: HarnessConfig) -> dict[str, Any]:
         "lm_eval_version": getattr(lm_eval, "__version__", None), "settings": to_dict(cfg),
         "results": results.get("results", {}), "versions": results.get("versions", {}),
     }
+    if contaminated is not None:
+        report["clean"] = compare(report["metrics"], summarize(clean) if clean else {}, chosen)
     report = json.loads(json.dumps(report, default=str))
     path = write_json(out_dir / f"lm-eval-{checkpoint.name}.json", report)
     if not published.is_local:
@@ -209,12 +241,17 @@ def print_report(report: dict[str, Any]) -> None:
         for metric, v in metrics.items():
             stderr = "" if v["stderr"] is None else f"{v['stderr']:.4f}"
             print(f"{task:<28} {metric:<10} {v['value']:>8.4f} {stderr:>8} {n!s:>6}")
+    if "clean" in report:
+        print_comparison(report["clean"])
     print(f"\n{report['checkpoint']}: {report['elapsed_s']:.1f} s; results in {report['path']}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg, _ = stage_cli(HarnessConfig, __doc__.splitlines()[0].strip("`"), DEFAULT_CONFIG, argv, prog="train.harness")
     try:
+        if cfg.export_tasks:
+            print(f"tasks written to {export_tasks(cfg)}")
+            return 0
         report = run(cfg)
     except (HarnessError, ValueError) as exc:
         print(f"train.harness: error: {exc}", file=sys.stderr)

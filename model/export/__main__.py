@@ -13,13 +13,15 @@ from pathlib import Path
 
 import torch
 
-from model.btlm import BTLMLMHeadModel
+from model.checkpoint.folder import parse_size
+from model.checkpoint.published import CheckpointError
+from model.checkpoint.tokenizer import TokenizerMismatch, check_fits
 from model.config import ModelConfigError
-from model.export import hub, stablelm
-from model.hf_checkpoint import CheckpointError, parse_size
+from model.hub import export as hub
+from model.network import BTLMLMHeadModel
 from model.sample_text import DEFAULT_CONFIG, load_settings, resolve_tokenizer
-from model.stablelm_format import StableLMFormatError
-from model.tokenizer_files import TokenizerMismatch, check_fits
+from model.stablelm import export as stablelm
+from model.stablelm.layout import StableLMFormatError
 
 FORMATS = ("hf", "gguf")
 LAYOUTS = ("auto", "btlm", "stablelm")
@@ -52,11 +54,11 @@ def parse_args(argv):
 
 def export_gguf_file(checkpoint: Path, out: Path, quant: str, tokenizer: Path | None = None) -> Path:
     try:
-        from model.export.gguf import export_gguf
+        from model.gguf.export import export_gguf
     except ModuleNotFoundError as exc:
-        if exc.name != "model.export.gguf":
+        if exc.name != "model.gguf.export":
             raise ExportError(f"--format gguf needs {exc.name}: pip install -e .[gguf]") from None
-        raise ExportError("--format gguf is not available in this version (model/export/gguf.py is missing)") from None
+        raise ExportError("--format gguf is not available in this version (model/gguf/export.py is missing)") from None
     return export_gguf(checkpoint, out, quant) if tokenizer is None else export_gguf(checkpoint, out, quant, tokenizer)
 
 

@@ -32,6 +32,7 @@ from pipeline.dedup.candidates import near_edges
 from pipeline.dedup.config import DedupStageConfig
 from pipeline.dedup.layout import Layout, file_of, load_npy, load_npz, part_key, save_npy, save_npz
 from pipeline.dedup.prepare import STATUS_CODES
+from pipeline.dedup.reference import bridged_documents, bridged_path, reference_edges
 from pipeline.dedup.steps import INPUTS, PARTITIONS, Step, Steps
 
 LABELS = "labels-"  # prefix of the label arrays in a large-star file
@@ -54,6 +55,8 @@ def route_edges(cfg: DedupStageConfig, layout: Layout, p: int) -> dict:
         edges.append(load_npz(layout.exact(p), "edges"))
     if cfg.duplicates.near:
         edges.append(near_edges(cfg, layout, p))
+    if layout.reference_files:  # each removed reference document to its cluster's kept one
+        edges.append(reference_edges(layout, p))
     directed = both_directions(unique_edges(np.concatenate(edges) if edges else np.empty((0, 2), np.int64)))
     save_npz(layout.graph("route", p), **_routed(directed, directed[:, 0], cfg.run.partitions))
     return {"edges": int(len(directed) // 2)}
@@ -84,7 +87,10 @@ def keep_partition(cfg: DedupStageConfig, layout: Layout, p: int, source: str, o
     for f in np.unique(files):  # one file's ranks in memory at a time
         sel = files == f
         rank[sel] = load_npz(layout.meta(int(f)), "rank")[nodes[sel] - offsets[f]]
-    kept = best_members(labels, rank, fixed=nodes < offsets[reference_files])
+    fixed = nodes < offsets[reference_files]
+    kept = best_members(labels, rank, fixed=fixed)
+    if reference_files:
+        save_npy(bridged_path(layout, p), bridged_documents(labels, rank, fixed))
     order = np.argsort(nodes)
     save_npy(layout.kept_of_nodes(p), kept[order])
     save_npy(layout.kept_nodes(p), nodes[order])

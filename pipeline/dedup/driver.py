@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from common.atomic import write_json
-from common.storage import Location
+from common.storage import Location, location
 from pipeline.corpus_io import SourceFile, list_source_files
 from pipeline.dedup.candidates import bands_file, lsh_partition
 from pipeline.dedup.clusters import run_components
@@ -23,7 +23,7 @@ from pipeline.dedup.config import DedupStageConfig, band_layout, content_setting
 from pipeline.dedup.exact import exact_partition
 from pipeline.dedup.layout import CORPUS, INDEX, LEDGER, OUTPUTS, QUARANTINE, REPORT, Layout
 from pipeline.dedup.prepare import file_offsets, prepare_file
-from pipeline.dedup.reference import ReferenceIndex, load_reference_file, open_reference, write_index_manifest
+from pipeline.dedup.reference import ReferenceIndex, bridged, load_reference_file, open_reference, write_index_manifest
 from pipeline.dedup.report import build_report, format_table, write_ledger, write_quarantine
 from pipeline.dedup.steps import FILES, INPUTS, PARTITIONS, REFERENCE, Step, Steps
 from pipeline.dedup.verify import shingles_file, verify_partition
@@ -93,12 +93,13 @@ def _write_outputs(cfg: DedupStageConfig, stage: Stage, layout: Layout, files: l
     out, R = stage.root, layout.reference_files
     new = range(R, R + len(files))
     stage.publish(layout.corpus(), CORPUS)
-    write_index_manifest(cfg, layout.index(), {f: sum(c["kept_docs"] for c in table.values())
-                                               for f, table in zip(new, counts)})
+    write_index_manifest(cfg, layout.index(), list(new))
     stage.publish(layout.index(), INDEX)
     write_ledger([layout.ledger_part(f) for f in new], out / LEDGER)
     write_quarantine([layout.table(f) for f in new], files, out / QUARANTINE)
     report = build_report(counts, files=len(files), documents=int(offsets[-1] - offsets[R]))
+    if R:  # incremental: what it ran against, and the bridging case it counts
+        report["incremental"] = bridged(layout, cfg.run.partitions, location(cfg.reference, cfg.storage))
     write_json(out / REPORT, report)
     print(format_table(report["sources"]))
     if cfg.duplicates.near:

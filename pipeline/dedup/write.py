@@ -1,12 +1,12 @@
 """Step 6, one task per input file: its kept records as cleaned-corpus chunks (the input
 layout, text normalized, everything else unchanged), its part of the ledger (one row
 per input record: status, reason, cluster and the kept representative) and its part of
-the index a later run can deduplicate against (reference.py)."""
+the index a later run can deduplicate against (reference.py): every candidate, with the
+removed ones' texts under index/removed/."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -17,7 +17,7 @@ from pipeline.corpus_io import SourceFile
 from pipeline.corpus_write import ChunkWriter
 from pipeline.dedup.config import DedupStageConfig
 from pipeline.dedup.layout import Layout, file_of, load_npz, local_output, open_table
-from pipeline.dedup.reference import write_index_part
+from pipeline.dedup.reference import REMOVED, write_index_part
 from pipeline.dedup.report import add_row
 
 LEDGER_SCHEMA = pa.schema(
@@ -42,10 +42,11 @@ def write_file(cfg: DedupStageConfig, layout: Layout, file_no: int, sf: SourceFi
     lines = _IdLookup(layout, offsets, names)
     columns: dict[str, list] = {name: [] for name in LEDGER_SCHEMA.names}
     counts: dict[str, dict[str, int]] = {}
-    written: dict[str, list] = {"local": [], "id": [], "chunk": [], "line": []}
+    written: dict[str, list] = {key: [] for key in ("local", "id", "kept", "chunk", "line", "text_chunk", "text_line")}
     i = 0
     table = open_table(layout.table(file_no))
-    with ChunkWriter(layout.corpus() / sf.folder, prefix=prefix, max_bytes=cfg.run.chunk_bytes) as writer:
+    with ChunkWriter(layout.corpus() / sf.folder, prefix=prefix, max_bytes=cfg.run.chunk_bytes) as writer, \
+            ChunkWriter(layout.index() / REMOVED / sf.folder, prefix=prefix, max_bytes=cfg.run.chunk_bytes) as removed:
         for batch in table.iter_batches(batch_size=1024):  # one batch of texts in memory at a time
             b = batch.to_pydict()
             for j in range(len(b["id"])):
@@ -56,11 +57,14 @@ def write_file(cfg: DedupStageConfig, layout: Layout, file_no: int, sf: SourceFi
                         status, reason, kept_id = "kept", None, b["id"][j]
                         record = json.loads(b["record"][j])
                         record["text"] = b["text"][j]
-                        chunk, line = writer.write(record)
-                        for key, value in zip(written, (i, b["id"][j], chunk, line)):
-                            written[key].append(value)
+                        place = (*writer.write(record), -1, -1)
                     else:
                         status, reason, kept_id = "duplicate", "exact" if kind[i] == 1 else "near", lines.id_of(cluster)
+                        # an exact copy of a document in the index is never compared again: no text needed
+                        kept_elsewhere = kind[i] == 1 and cluster >= offsets[layout.reference_files]
+                        place = (-1, -1, -1, -1) if kept_elsewhere else (-1, -1, *removed.write({"text": b["text"][j]}))
+                    for key, value in zip(written, (i, b["id"][j], cluster, *place)):
+                        written[key].append(value)
                 for name, value in zip(LEDGER_SCHEMA.names,
                                        (b["id"][j], b["source"][j], b["bytes"][j], status, reason, cluster, kept_id)):
                     columns[name].append(value)
@@ -69,7 +73,7 @@ def write_file(cfg: DedupStageConfig, layout: Layout, file_no: int, sf: SourceFi
     with local_output(layout.ledger_part(file_no)) as tmp:
         pq.write_table(pa.table(columns, schema=LEDGER_SCHEMA), tmp, compression="zstd")
     chunks = [f"{sf.folder}/{path.name}" for path in writer.files]
-    write_index_part(layout, file_no, written, chunks)
+    write_index_part(layout, file_no, written, chunks, [f"{sf.folder}/{path.name}" for path in removed.files], offsets)
     return counts
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from common.cli import COMMANDS
-from tests.test_hf_support import real_texts, run_isolated, tiny_model, write_gpt2_shards, write_run_checkpoint
+from tests.helpers.hf_support import real_texts, run_isolated, tiny_model, write_gpt2_shards, write_run_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from common.config import load_config
+from model.checkpoint.tokenizer import TokenizerMismatch, eos_token, write_tokenizer_files
 from model.config import BTLMConfig
-from model.tokenizer_files import TokenizerMismatch, eos_token, write_tokenizer_files
 from pipeline.shard_format import token_dtype
 from pipeline.tokenize import TokenizeConfig
 from pipeline.tokenizer import TOKENIZER_PATH, Encoder, describe_tokenizer, resolve_encoder

@@ -22,8 +22,8 @@ from model.export.__main__ import main as export_main
 from pipeline.shard_format import read_metadata
 from pipeline.tokenize import TokenizeConfig, run
 from pipeline.tokenizer import tokenizer_sha256
+from tests.helpers.hf_support import relative_difference, run_isolated
 from tests.helpers.second_tokenizer import EOS_ID, EOS_TOKEN, second_tokenizer  # noqa: F401
-from tests.test_hf_support import relative_difference, run_isolated
 from train.checkpoint import latest_checkpoint
 
 transformers = pytest.importorskip("transformers")
