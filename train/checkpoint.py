@@ -228,6 +228,8 @@ class CheckpointWriter:
             os.replace(tmp, final)
             self._prune()
         self.barrier()
+        if stored is not None and self.rank:  # a rank on another node: its RNG files are on the store
+            shutil.rmtree(tmp, ignore_errors=True)
         return final
 
     @staticmethod
