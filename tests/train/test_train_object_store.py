@@ -140,3 +140,35 @@ def test_the_shard_cache_is_bounded_and_evicts_the_least_recently_used(tmp_path,
     assert len(ShardSet(b, 64, "train", expected_metadata(256, None))) > 0
     with pytest.raises(ValueError, match="cache_max_gb"):
         local_token_root(f"{s3_bucket}/a", [64], splits, cache, size / 2 / 2**30)
+
+
+@pytest.mark.slow
+def test_two_ranks_checkpoint_to_s3_and_resume_from_it(tmp_path, s3_bucket):  # noqa: F811
+    """torchrun, 2 CPU processes (DDP): each rank sends its RNG files, rank 0 the rest; a
+    run stopped half-way resumes from the store to the losses of one local process."""
+    tokens = write_token_dir(tmp_path / "tokens")
+    upload_folder(tokens, f"{s3_bucket}/tokens")
+    settings = dict(total_tokens=1024 * 6, eval={"every": 3}, checkpoint_every=0, num_threads=1)
+    single = tiny_config(tmp_path / "one", tokens, **settings)
+    Trainer(single, single.run_dir, init_distributed()).fit()
+
+    run = f"{s3_bucket}/runs/ddp"
+    ddp = tiny_config(tmp_path / "two", tokens, run_dir=run, data={"root": f"{s3_bucket}/tokens"},
+                      cache_dir=str(tmp_path / "cache"), **settings)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "train.pretrain", "--config", str(write_yaml(ddp, tmp_path / "ddp.yaml"))]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd + ["max_steps=3"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    stored = stored_checkpoints(location(run) / "checkpoints")
+    assert [c.name for c in stored] == ["step-00000003"]
+    assert {"rng-rank0.safetensors", "rng-rank1.safetensors", "rng-rank1.json"} <= {f.name for f in stored[0].list_files()}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"resuming from {run}/checkpoints/step-00000003" in done.stdout
+
+    one = train_losses(read_metrics(Path(single.run_dir) / "metrics.jsonl"))
+    two = train_losses(stored_metrics(run))
+    assert sorted(one) == sorted(two) == list(range(1, 7))
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-5), step
