@@ -1,6 +1,7 @@
 """Statistics and integrity checks of packed token shards (pyarrow only).
 
     python -m pipeline.stats data/tokens [--json]
+    python -m pipeline.stats s3://bucket/tokens      (shard folders on an object store: fetched to a temporary folder)
 
 For every ``seq<L>/<split>`` folder under the given directory: shards, rows, tokens,
 tokens per source and their share, documents per row, the fraction of documents split
@@ -16,6 +17,7 @@ import hashlib
 import json
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from common.config import read_yaml
+from common.storage import is_url, location
 from pipeline.shard_format import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -177,16 +180,32 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def fetch_shard_folders(url: str, scratch: Path) -> Path:
+    """The shard folders (``seq<L>/<split>/``) below an object-store URL, copied under ``scratch``."""
+    root = location(url)
+    for f in root.list_files():
+        rel = f.relative_to(root)
+        if re.fullmatch(r"seq\d+/[^/]+/[^/]+", rel) or "/" not in rel:
+            f.fetch(scratch)
+    return scratch / root.scheme / root.path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.stats", description=__doc__.split("\n\n")[0])
-    parser.add_argument("directory", type=Path, help="the output of make tokenize, one seq<L>/<split> folder, or a tokenize config (its output)")
+    parser.add_argument("directory", help="the output of make tokenize (a path or URL), one seq<L>/<split> folder, or a tokenize config (its output)")
     parser.add_argument("--json", action="store_true", help="print JSON for machines")
     args = parser.parse_args(argv)
-    if args.directory.suffix in (".yaml", ".yml") and args.directory.is_file():
-        args.directory = Path(read_yaml(args.directory).get("output", ""))
-    if not args.directory.is_dir():
-        parser.exit(2, f"{parser.prog}: {args.directory} is not a directory\n")
-    report = collect(args.directory)
+    if args.directory.endswith((".yaml", ".yml")) and Path(args.directory).is_file():
+        args.directory = str(read_yaml(args.directory).get("output", ""))
+    if is_url(args.directory):
+        with tempfile.TemporaryDirectory(prefix="stats-") as scratch:
+            report = collect(fetch_shard_folders(args.directory, Path(scratch)))
+        report["root"] = args.directory
+    else:
+        args.directory = Path(args.directory)
+        if not args.directory.is_dir():
+            parser.exit(2, f"{parser.prog}: {args.directory} is not a directory\n")
+        report = collect(args.directory)
     if not report["folders"]:
         parser.exit(2, f"{parser.prog}: no shard folders (seq<L>/<split>/) under {args.directory}\n")
     print(json.dumps(report, indent=2) if args.json else render(report))

@@ -12,7 +12,10 @@ Layout of ``checkpoints/step-00000123/``::
                                      hyper-parameters, python/numpy RNG, resolved config
 
 A checkpoint is written into a hidden temporary folder and renamed when complete, so
-``step-*`` folders are always whole; ``trainer_state.json`` is written last.
+``step-*`` folders are always whole; ``trainer_state.json`` is written last. On an object
+store (a ``run_dir`` URL) there is no rename: each file is uploaded whole into
+``step-*/`` and ``trainer_state.json`` last, so only a checkpoint with that file counts as
+complete; a pruned or replaced one loses that file first.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from common.atomic import TMP_SUFFIX
+from common.storage import Location
 from model.checkpoint.tokenizer import TokenizerMismatch, file_sha256, write_tokenizer_files
-from pipeline.shard_format import TOKENIZER_NAME as SHARDS_TOKENIZER
+from train.run_store import shards_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The tokenizer `make tokenize` uses by default; a run's shards name theirs by SHA-256.
@@ -64,10 +68,30 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+def stored_checkpoints(folder: Location) -> list[Location]:
+    """Complete checkpoints in a folder of any store (those with ``trainer_state.json``), oldest first."""
+    if folder.is_local:
+        return [Location(None, str(p)) for p in complete_checkpoints(folder.path)]
+    found = []
+    for file in folder.list_files(recursive=True, suffixes=[STATE_NAME]):
+        parts = file.relative_to(folder).split("/")
+        match = _STEP_DIR.match(parts[0])
+        if len(parts) == 2 and parts[1] == STATE_NAME and match:
+            found.append((int(match.group(1)), folder / parts[0]))
+    return [loc for _, loc in sorted(found, key=lambda item: item[0])]
+
+
+def remove_stored(checkpoint: Location) -> None:
+    """Remove a checkpoint from an object store: its completion mark first."""
+    (checkpoint / STATE_NAME).remove()
+    checkpoint.remove_tree()
+
+
 def find_tokenizer(state: dict[str, Any]) -> tuple[Path | None, str]:
     """The tokenizer.json the run's shards were made with, and why when none is found.
 
-    Candidates: the one `make tokenize` leaves beside the shards (``data.root``), the run's
+    Candidates: the one `make tokenize` leaves beside the shards (``data.root``, or its copy
+    in the cache when the shards are on an object store), the run's
     sample tokenizer (``sample.tokenizer``) and the project's; the first whose SHA-256
     equals the shards' ``tokenizer_sha256`` wins (any, when the shards name none).
     """
@@ -75,7 +99,7 @@ def find_tokenizer(state: dict[str, Any]) -> tuple[Path | None, str]:
     config = state.get("config") or {}
     configured = (config.get("sample") or {}).get("tokenizer")
     root = (config.get("data") or {}).get("root")
-    candidates = [Path(root) / SHARDS_TOKENIZER] if root else []
+    candidates = [shards_tokenizer(root, config.get("cache_dir"))] if root else []
     if configured:
         path = Path(configured)
         candidates += [path] if path.is_absolute() else [path, REPO_ROOT / path]
@@ -158,8 +182,10 @@ def restore_rng(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> None
 class CheckpointWriter:
     """Writes complete checkpoints and keeps the newest ``keep_last``; rank-aware."""
 
-    def __init__(self, folder: str | Path, keep_last: int, rank: int, world_size: int, barrier):
-        self.folder = Path(folder)
+    def __init__(self, folder: str | Path, keep_last: int, rank: int, world_size: int, barrier,
+                 remote: Location | None = None):
+        self.folder = Path(folder)  # local (a remote run's working copy when ``remote`` is set)
+        self.remote = remote
         self.keep_last = keep_last
         self.rank = rank
         self.world_size = world_size
@@ -171,14 +197,22 @@ class CheckpointWriter:
         final = self.folder / step_dir_name(step)
         # Every rank writes into this folder, so its name is shared (not common.atomic's per-process one).
         tmp = self.folder / f".{step_dir_name(step)}{TMP_SUFFIX}"
+        stored = self.remote / step_dir_name(step) if self.remote is not None else None
         if self.rank == 0:
             if tmp.exists():
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
+            if stored is not None:
+                remove_stored(stored)  # a replaced checkpoint is incomplete before any new file lands
         self.barrier()
+        tmp.mkdir(parents=True, exist_ok=True)  # ranks on other nodes have their own working copy
         tensors, plain_rng = rng_state()
-        save_file(tensors, str(tmp / f"rng-rank{self.rank}.safetensors"))
-        (tmp / f"rng-rank{self.rank}.json").write_text(json.dumps(plain_rng), encoding="utf-8")
+        mine = [f"rng-rank{self.rank}.safetensors", f"rng-rank{self.rank}.json"]
+        save_file(tensors, str(tmp / mine[0]))
+        (tmp / mine[1]).write_text(json.dumps(plain_rng), encoding="utf-8")
+        if stored is not None:
+            for name in mine:
+                (stored / name).upload_from(tmp / name)
         self.barrier()
         if self.rank == 0:
             model.save_pretrained(str(tmp))
@@ -187,12 +221,24 @@ class CheckpointWriter:
             save_file(opt_tensors, str(tmp / OPTIMIZER_NAME))
             payload = {**state, "optimizer_groups": groups, "world_size": self.world_size}
             (tmp / STATE_NAME).write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")
+            if stored is not None:
+                self._upload(tmp, stored)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
             self._prune()
         self.barrier()
+        if stored is not None and self.rank:  # a rank on another node: its RNG files are on the store
+            shutil.rmtree(tmp, ignore_errors=True)
         return final
+
+    @staticmethod
+    def _upload(tmp: Path, stored: Location) -> None:
+        """Every file of rank 0 (the ranks sent their RNG files), ``trainer_state.json`` last."""
+        names = sorted(p.name for p in tmp.iterdir() if p.is_file() and not p.name.startswith("rng-rank"))
+        names.remove(STATE_NAME)
+        for name in [*names, STATE_NAME]:
+            (stored / name).upload_from(tmp / name)
 
     def _write_tokenizer(self, folder: Path, model_config, state: dict[str, Any]) -> None:
         """Tokenizer files beside the model; a checkpoint without them is still complete."""
@@ -209,6 +255,9 @@ class CheckpointWriter:
     def _prune(self) -> None:
         for old in complete_checkpoints(self.folder)[: -self.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
+        if self.remote is not None:
+            for stored in stored_checkpoints(self.remote)[: -self.keep_last]:
+                remove_stored(stored)
 
 
 def read_state(folder: Path) -> dict[str, Any]:

@@ -15,7 +15,7 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    root: str  # output folder of `make tokenize` (holds seq<L>/<split>/shard-*.arrow)
+    root: str  # output folder of `make tokenize` (holds seq<L>/<split>/shard-*.arrow); a path or s3://, gs:// URL
     train_split: str
     validation_split: str
     reset_attention_at_documents: bool  # per-document attention via segment ids
@@ -81,7 +81,7 @@ class TrainConfig:
     checkpoint_every: int  # steps; 0 = only at the end
     keep_last: int
     resume: Literal["auto", "none"]
-    init_from: Optional[str]  # a Hugging Face-layout model folder to continue from
+    init_from: Optional[str]  # a Hugging Face-layout model folder (path or URL) to continue from
     seed: int
     precision: Literal["auto", "fp32", "bf16"]
     compile: bool
@@ -90,7 +90,12 @@ class TrainConfig:
     max_bad_steps: int  # consecutive non-finite steps before stopping
     log: LogSection
     sample: SampleSection
-    run_dir: Optional[str] = None  # null = runs/<config file name>
+    run_dir: Optional[str] = None  # null = runs/<config file name>; a URL (s3://...) keeps the run there
+    # Local folder for what an object store gives the run (shards, checkpoints, init_from) and
+    # a remote run_dir's working copy; null = <system temp>/btlm-cache. Shards use at most
+    # cache_max_gb of it (least recently used evicted first).
+    cache_dir: Optional[str] = None
+    cache_max_gb: float = 64.0
     max_steps: Optional[int] = None  # stop early (the schedule still spans total_tokens)
 
     def __post_init__(self) -> None:
@@ -106,12 +111,15 @@ class TrainConfig:
                 raise ValueError(f"micro_batch_tokens {self.micro_batch_tokens} is not a multiple of seq_len {p.seq_len}")
         if not 0.0 <= self.decay_to <= 1.0:
             raise ValueError(f"decay_to must be in [0, 1], got {self.decay_to}")
+        if self.cache_max_gb <= 0:
+            raise ValueError(f"cache_max_gb must be > 0, got {self.cache_max_gb}")
         if self.keep_last < 1:
             raise ValueError(f"keep_last must be >= 1, got {self.keep_last}")
 
 
-def resolve_run_dir(config: TrainConfig, config_path: str | Path | None) -> Path:
+def resolve_run_dir(config: TrainConfig, config_path: str | Path | None) -> str:
+    """The run's folder as the user named it: a local path or an object store URL."""
     if config.run_dir:
-        return Path(config.run_dir)
+        return config.run_dir
     name = Path(config_path).stem if config_path else "run"
-    return Path("runs") / name
+    return str(Path("runs") / name)

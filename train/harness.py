@@ -1,12 +1,14 @@
 """`make eval`: score a checkpoint with lm-evaluation-harness, offline, on local tasks.
 
-    python -m train.harness [--config configs/eval/harness.yaml] [checkpoint=DIR] [tasks=[a,b]] [key=value ...]
+    python -m train.harness [--config configs/eval/harness.yaml] [checkpoint=DIR|URL] [tasks=[a,b]] [key=value ...]
 
 The model goes through transformers' Auto classes (``import model.hf_transformers``
 registers it) as lm-eval's ``hf`` model. Tasks are names of YAMLs in ``task_dir``
 (the shipped ``holdout_continuation`` is built from the holdout shards first), lm-eval
 task names, task YAML files or folders of them. Writes ``<out_dir>/lm-eval-<checkpoint>.json``
-(metrics with standard errors, sample counts, settings) and prints a table.
+(metrics with standard errors, sample counts, settings) and prints a table. A checkpoint on
+an object store (``s3://.../checkpoints/step-*``) is fetched once into ``cache_dir`` and
+its report goes to the run's ``eval/`` there.
 
 With ``decontamination=DIR`` (the output of ``make decontaminate``), every task that
 report checked is scored a second time on its items no training document holds, and
@@ -31,11 +33,13 @@ from tokenizers import Tokenizer
 
 from common.atomic import write_json, write_text
 from common.config import shipped_path, stage_cli, to_dict
+from common.storage import Location, location
 from model.checkpoint.folder import read_config
 from model.checkpoint.tokenizer import TOKENIZER_NAME, file_sha256, has_tokenizer_files, write_tokenizer_files
-from train.checkpoint import PROJECT_TOKENIZER, STATE_NAME, find_tokenizer, latest_checkpoint
+from train.checkpoint import PROJECT_TOKENIZER, STATE_NAME, find_tokenizer, stored_checkpoints
 from train.clean_score import compare, print_comparison, read_contaminated, selections, task_documents
 from train.holdout_task import HoldoutSection, build_items, write_items
+from train.run_store import cache_root, fetch_tree
 
 DEFAULT_CONFIG = "configs/eval/harness.yaml"
 HOLDOUT_TASK = "holdout_continuation"
@@ -43,9 +47,9 @@ HOLDOUT_TASK = "holdout_continuation"
 
 @dataclass
 class HarnessConfig:
-    checkpoint: Optional[str]  # a model folder; null = newest complete checkpoint in `checkpoints`
+    checkpoint: Optional[str]  # a model folder (path or URL); null = newest complete checkpoint in `checkpoints`
     checkpoints: str
-    out_dir: Optional[str]
+    out_dir: Optional[str]  # a path or URL
     tasks: list[str]
     task_dir: str
     batch_size: int
@@ -59,6 +63,7 @@ class HarnessConfig:
     holdout: HoldoutSection
     decontamination: Optional[str]  # a decontamination output (or its report.json): also score clean items
     export_tasks: Optional[str]  # write the task folder here and stop (no checkpoint needed)
+    cache_dir: Optional[str] = None  # where a checkpoint on an object store is fetched; null = system temp
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -69,24 +74,26 @@ class HarnessError(RuntimeError):
     """The evaluation cannot start; the message says what is missing."""
 
 
-def resolve_checkpoint(cfg: HarnessConfig) -> Path:
+def resolve_checkpoint(cfg: HarnessConfig) -> tuple[Location, Path]:
+    """The checkpoint as named (path or URL) and a local folder holding it."""
     if cfg.checkpoint:
-        path = Path(cfg.checkpoint)
-        if not (path / "config.json").is_file():
-            raise HarnessError(f"checkpoint {path} has no config.json")
-        return path
-    found = latest_checkpoint(cfg.checkpoints)
-    if found is None:
-        raise HarnessError(f"no complete checkpoint in {cfg.checkpoints}: run `make pretrain` or pass CKPT=DIR")
-    return found
+        named = location(cfg.checkpoint)
+        if not (named / "config.json").is_file():
+            raise HarnessError(f"checkpoint {named} has no config.json")
+    else:
+        found = stored_checkpoints(location(cfg.checkpoints))
+        if not found:
+            raise HarnessError(f"no complete checkpoint in {cfg.checkpoints}: run `make pretrain` or pass CKPT=DIR")
+        named = found[-1]
+    return named, fetch_tree(named, cache_root(cfg.cache_dir) / "models")
 
 
-def resolve_out_dir(cfg: HarnessConfig, checkpoint: Path) -> Path:
+def resolve_out_dir(cfg: HarnessConfig, checkpoint: Location) -> Location:
     if cfg.out_dir:
-        return Path(cfg.out_dir)
+        return location(cfg.out_dir)
     if checkpoint.parent.name == "checkpoints":  # runs/<name>/checkpoints/step-*: the run's eval folder
         return checkpoint.parent.parent / "eval"
-    return Path("runs") / "eval" / checkpoint.name
+    return location("runs") / "eval" / checkpoint.name
 
 
 def tokenizer_json(checkpoint: Path) -> Path:
@@ -160,7 +167,7 @@ def summarize(results: dict[str, Any]) -> dict[str, dict[str, dict[str, float | 
 def export_tasks(cfg: HarnessConfig) -> Path:
     """The tasks of ``cfg.tasks`` that are shipped YAMLs, ready to read, in ``cfg.export_tasks``."""
     out = Path(cfg.export_tasks)
-    tokenizer = tokenizer_json(resolve_checkpoint(cfg)) if cfg.checkpoint else PROJECT_TOKENIZER
+    tokenizer = tokenizer_json(resolve_checkpoint(cfg)[1]) if cfg.checkpoint else PROJECT_TOKENIZER
     for task in cfg.tasks:
         shipped = Path(cfg.task_dir) / f"{task}.yaml"
         if not shipped.is_file():
@@ -174,8 +181,10 @@ def run(cfg: HarnessConfig) -> dict[str, Any]:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     contaminated = read_contaminated(cfg.decontamination) if cfg.decontamination else None
-    checkpoint = resolve_checkpoint(cfg)
-    out_dir = resolve_out_dir(cfg, checkpoint)
+    named, checkpoint = resolve_checkpoint(cfg)
+    published = resolve_out_dir(cfg, named)
+    # lm-eval writes files of its own: a report on an object store is made locally, then sent
+    out_dir = Path(published.path) if published.is_local else cache_root(cfg.cache_dir) / "eval" / published.path
     work = out_dir / f"lm-eval-{checkpoint.name}"
     tokenizer = tokenizer_json(checkpoint)
     model_args: dict[str, Any] = {"pretrained": str(checkpoint), "dtype": cfg.dtype, "backend": "causal"}
@@ -210,7 +219,7 @@ def run(cfg: HarnessConfig) -> dict[str, Any]:
     clean = evaluate(dirty, {t: chosen[t]["clean"] for t in dirty}) if dirty else {}
     elapsed = time.perf_counter() - start
     report = {
-        "checkpoint": str(checkpoint), "tasks": names, "metrics": summarize(results),
+        "checkpoint": str(named), "tasks": names, "metrics": summarize(results),
         "n_samples": results.get("n-samples", {}), "elapsed_s": elapsed,
         "lm_eval_version": getattr(lm_eval, "__version__", None), "settings": to_dict(cfg),
         "results": results.get("results", {}), "versions": results.get("versions", {}),
@@ -219,7 +228,9 @@ def run(cfg: HarnessConfig) -> dict[str, Any]:
         report["clean"] = compare(report["metrics"], summarize(clean) if clean else {}, chosen)
     report = json.loads(json.dumps(report, default=str))
     path = write_json(out_dir / f"lm-eval-{checkpoint.name}.json", report)
-    report["path"] = str(path)
+    if not published.is_local:
+        (published / path.name).upload_from(path)
+    report["path"] = str(published / path.name)
     return report
 
 

@@ -80,6 +80,8 @@ def finish(trainer: Trainer, model, summary: dict[str, Any]) -> None:
     sample = sample_generation(trainer, model)
     final = {**summary, "loss_by_position": long_context is not None, "sample": sample}
     write_json(run_dir / "eval" / "final.json", final)
+    store = trainer.store
+    store.publish("metrics.jsonl", "eval", "plots", "tensorboard")
     evaluation = summary["eval"]
     text = evaluation["val_text"]
     print(f"\nfinished at step {summary['step']} ({summary['skipped_steps']} skipped)")
@@ -90,11 +92,11 @@ def finish(trainer: Trainer, model, summary: dict[str, Any]) -> None:
         print(f"  past position {late['from_position']:,}: {validation_line(late['loss'])}  "
               f"({late['targets']:,} tokens; the shorter windows restart there)")
     print(f"checkpoint:      {summary['checkpoint']}")
-    print(f"metrics:         {run_dir / 'metrics.jsonl'}")
-    print(f"evaluation:      {run_dir / 'eval'}/")
-    print(f"plots:           {run_dir / 'plots'}/ (loss_curve.png, validation_by_position.png, loss_by_position.png)")
+    print(f"metrics:         {store.url('metrics.jsonl')}")
+    print(f"evaluation:      {store.url('eval')}/")
+    print(f"plots:           {store.url('plots')}/ (loss_curve.png, validation_by_position.png, loss_by_position.png)")
     if sample is not None:
-        print(f"sample:          {run_dir / 'eval' / 'sample.json'}\n  {sample['prompt']}{sample['completion']!s}")
+        print(f"sample:          {store.url('eval/sample.json')}\n  {sample['prompt']}{sample['completion']!s}")
 
 
 def validation_line(losses: dict[str, float]) -> str:
@@ -106,10 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     env: DistEnv = init_distributed()
     run_dir = resolve_run_dir(config, args.config)
     try:
-        if env.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.json").write_text(json.dumps(json.loads(to_json(config)), indent=1), encoding="utf-8")
         trainer = Trainer(config, run_dir, env)
+        if env.is_main:
+            trainer.run_dir.mkdir(parents=True, exist_ok=True)
+            text = json.dumps(json.loads(to_json(config)), indent=1)
+            (trainer.run_dir / "config.json").write_text(text, encoding="utf-8")
+            trainer.store.publish("config.json")
         if trainer.resumed_from is not None and env.is_main:
             print(f"resuming from {trainer.resumed_from} (step {trainer.step})")
         summary = trainer.fit()

@@ -26,6 +26,7 @@ from train.evaluate import validation_losses
 from train.lr import LRSchedule
 from train.metrics import MetricsLog
 from train.phases import phase_at, plan_phases
+from train.run_store import RunStore, fetch_tree, local_model, local_token_root
 from train.step import optimizer_step
 
 
@@ -54,7 +55,8 @@ class Trainer:
     def __init__(self, config: TrainConfig, run_dir: str | Path, env: DistEnv):
         self.config = config
         self.env = env
-        self.run_dir = Path(run_dir)
+        self.store = RunStore(run_dir, config.cache_dir)
+        self.run_dir = self.store.local  # written here; a remote run_dir gets copies (publish)
         self.ckpt_dir = self.run_dir / "checkpoints"
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
@@ -62,9 +64,9 @@ class Trainer:
         self.plans = plan_phases(config.phases, config.tokens_per_batch, config.total_tokens)
         self.total_steps = sum(p.steps for p in self.plans)
 
-        resume_from = ckpt.latest_checkpoint(self.ckpt_dir) if config.resume == "auto" else None
-        self.resumed_from = resume_from
-        source = resume_from or (Path(config.init_from) if config.init_from else None)
+        self.resumed_from = None
+        resume_from = self._find_resume() if config.resume == "auto" else None
+        source = resume_from or (local_model(config.init_from, config.cache_dir) if config.init_from else None)
         seed_everything(config.seed)
         self.model = build_model(config, source).to(env.device)
         self.model_config = self.model.config
@@ -75,8 +77,9 @@ class Trainer:
 
         seq_lens = sorted({p.seq_len for p in config.phases})
         splits = [config.data.train_split, config.data.validation_split]
+        token_root = local_token_root(config.data.root, seq_lens, splits, config.cache_dir, config.cache_max_gb)
         self.shards = open_shard_sets(
-            config.data.root, seq_lens, splits,
+            token_root, seq_lens, splits,
             eos_id=self.model_config.eos_token_id, vocab_size=self.model_config.vocab_size,
             tokenizer_sha256=config.data.tokenizer_sha256,
         )
@@ -105,12 +108,27 @@ class Trainer:
                                   self.run_dir / "tensorboard" if config.log.tensorboard else None)
         if resume_from is not None:
             self.metrics.truncate_after(self.step)
+        remote_ckpts = self.store.remote / "checkpoints" if self.store.remote is not None else None
         self.writer = ckpt.CheckpointWriter(self.ckpt_dir, config.keep_last, env.rank, env.world_size,
-                                            lambda: barrier(env))
+                                            lambda: barrier(env), remote=remote_ckpts)
         self.peak_flops = peak_flops(config, env.device, self.precision)
         self.peak_measured = env.device.type == "cpu" and not config.log.peak_tflops
 
     # --- set-up -----------------------------------------------------------------
+
+    def _find_resume(self) -> Path | None:
+        """The newest complete checkpoint as a local folder; ``resumed_from`` names it as the user
+        knows it. A remote run's metrics so far replace the working copy's."""
+        if self.store.remote is None:
+            self.resumed_from = ckpt.latest_checkpoint(self.ckpt_dir)
+            return self.resumed_from
+        if self.env.is_main:
+            self.store.pull("metrics.jsonl")
+        stored = ckpt.stored_checkpoints(self.store.remote / "checkpoints")
+        if not stored:
+            return None
+        self.resumed_from = stored[-1]
+        return fetch_tree(stored[-1], self.store.cache / "runs")
 
     def micro_rows(self, seq_len: int) -> int:
         return max(self.config.micro_batch_tokens // seq_len, 1)
@@ -224,6 +242,8 @@ class Trainer:
             "lr_multiplier": self.schedule.multiplier(self.step - 1),  # of the last step taken
             "tokenizer_sha256": self.tokenizer_sha256, "config": to_dict(self.config),
         }
+        if self.env.is_main:  # before the checkpoint, so the store's metrics reach it (a resume drops the rest)
+            self.store.publish("metrics.jsonl", "eval")
         model = self.export_model()
         optimizer_state = parallel.full_optimizer_state(self.model, self.optimizer, self.fsdp)
         return self.writer.save(self.step, model, optimizer_state, state)
@@ -274,7 +294,8 @@ class Trainer:
         if last_eval is None or last_eval["step"] != self.step:
             last_eval = self.evaluate()
         path = self.save()
-        return {"step": self.step, "checkpoint": str(path), "eval": last_eval, "skipped_steps": self.skipped}
+        return {"step": self.step, "checkpoint": self.store.url(f"checkpoints/{path.name}"), "eval": last_eval,
+                "skipped_steps": self.skipped}
 
 
 def seed_everything(seed: int) -> None:

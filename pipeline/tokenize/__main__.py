@@ -1,8 +1,7 @@
 """``python -m pipeline.tokenize [--config FILE] [key=value ...]``"""
 
-from pathlib import Path
-
 from common.config import stage_cli
+from common.storage import location
 from pipeline.kernel import TaskFailed
 from pipeline.shard_format import MANIFEST_NAME
 from pipeline.tokenize.config import DEFAULT_CONFIG, TokenizeConfig
@@ -18,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     except (TaskFailed, FileNotFoundError) as exc:
         raise SystemExit(f"python -m pipeline.tokenize: error: {exc}") from None
     print_summary(report)
-    print(f"wrote {Path(cfg.output) / MANIFEST_NAME}")
+    print(f"wrote {location(cfg.output) / MANIFEST_NAME}")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from common.config import to_dict
+from common.storage import StorageConfig
 from pipeline import split as splitting
 from pipeline.kernel import RunConfig
 
@@ -69,14 +70,15 @@ class TokenizeRunConfig(RunConfig):
 
 @dataclass
 class TokenizeConfig:
-    input: str  # a cleaned corpus: one sub-folder per source
-    output: str
+    input: str  # a cleaned corpus: one sub-folder per source (a path or s3://, gs://, file:// URL)
+    output: str  # a path or URL
     tokenizer: str | None  # tokenizer.json or a model folder holding one (null: the committed GPT-2 BPE)
     formats: list[str]  # outputs, any of FORMATS
     split: SplitConfig
     pack: PackConfig
     shards: ShardConfig
     run: TokenizeRunConfig
+    storage: StorageConfig = field(default_factory=StorageConfig)  # object-store endpoint and credentials
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.formats if f not in FORMATS]
@@ -87,7 +89,7 @@ class TokenizeConfig:
 def content_config(cfg: TokenizeConfig) -> dict[str, Any]:
     """The settings that decide shard contents (stored in every shard's metadata)."""
     data = to_dict(cfg)
-    for key in ("input", "output", "run", "tokenizer", "formats"):
+    for key in ("input", "output", "run", "tokenizer", "formats", "storage"):
         data.pop(key)
     return data
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
-from pathlib import Path
 from typing import Any
 
-from common.atomic import write_bytes
 from common.config import to_dict
+from common.storage import location
 from pipeline.corpus_io import list_source_files
 from pipeline.kernel import Stage, Task, TaskRunner, file_fingerprint, file_key
 from pipeline.shard_format import FORMAT_VERSION, TOKENIZER_NAME
@@ -38,12 +37,12 @@ def run(cfg: TokenizeConfig) -> dict[str, Any]:
     encoder = resolve_encoder(cfg.run.encoder, tokenizer.gpt2)  # resolved once: every worker uses the same one
     if encoder == "tiktoken" and importlib.util.find_spec("tiktoken") is None:
         raise ImportError("run.encoder=tiktoken needs the tiktoken package: pip install -e '.[fast]'")
-    files = list_source_files(cfg.input)
+    files = list_source_files(cfg.input, cfg.storage)
     if not files:
         raise FileNotFoundError(f"{cfg.input}: no corpus files (.jsonl, .jsonl.zst, .parquet) found")
     inputs = [file_fingerprint(sf.path, sf.label) for sf in files]
     stage = Stage("tokenize", cfg.output, {"content": content_config(cfg), "tokenizer_sha256": tok_sha,
-                                           "eos_id": tokenizer.eos_id, "formats": cfg.formats}, inputs, OUTPUTS)
+                                           "eos_id": tokenizer.eos_id, "formats": cfg.formats}, inputs, OUTPUTS, cfg.storage)
     if stage.is_complete():
         return stage.read_manifest()
     stage.begin()
@@ -90,7 +89,8 @@ def run(cfg: TokenizeConfig) -> dict[str, Any]:
                               [Task(split, (cfg, split, parts, shared, megatron_dir, tokenizer.vocab_size))
                                for split in split_names(cfg)], step_settings)
         stage.publish(megatron_dir / MEGATRON_FOLDER, MEGATRON_FOLDER)
-    write_bytes(Path(cfg.output) / TOKENIZER_NAME, Path(tokenizer.path).read_bytes())  # trainer and exports find it here
+    # the trainer and the exports find it here
+    (location(cfg.output, cfg.storage) / TOKENIZER_NAME).write_bytes(location(tokenizer.path).read_bytes())
     report = build_report(cfg, files, summaries, splits, megatron, tokenizer, runner.reused["encode"], tokenize_wall,
                           time.perf_counter() - started)
     stage.finish(report, keep_work=cfg.run.keep_work, indent=2, sort_keys=False)  # last: marks the stage complete

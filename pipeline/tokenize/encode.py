@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from common.atomic import atomic_path
+from common.storage import Location, location, spooled
 from pipeline import split as splitting
 from pipeline.corpus_io import Rejected, SourceFile, iter_file
 from pipeline.corpus_write import reason_kind
@@ -48,8 +48,8 @@ def _encoder(kind: str, tokenizer: TokenizerInfo, threads: int) -> Encoder:
     return _ENCODERS[key]
 
 
-def encode_file(cfg: TokenizeConfig, tokenizer: TokenizerInfo, encoder_kind: str, sf: SourceFile, part: Path) -> dict[str, Any]:
-    """Encode one corpus file into the part file ``part``; returns its summary."""
+def encode_file(cfg: TokenizeConfig, tokenizer: TokenizerInfo, encoder_kind: str, sf: SourceFile, part: Path | Location) -> dict[str, Any]:
+    """Encode one corpus file into the part file ``part`` (committed whole); returns its summary."""
     encoder = _encoder(encoder_kind, tokenizer, cfg.run.encode_threads)
     schema = part_schema(tokenizer.dtype)
     split_cfg, weights = cfg.split, cfg.pack.source_weights
@@ -89,7 +89,7 @@ def encode_file(cfg: TokenizeConfig, tokenizer: TokenizerInfo, encoder_kind: str
         writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
         batch.clear()
 
-    with atomic_path(part) as partial, pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+    with spooled(location(part)) as partial, pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
         start = time.perf_counter()
         for item in iter_file(sf):
             if isinstance(item, Rejected):

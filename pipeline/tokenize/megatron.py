@@ -15,6 +15,7 @@ from typing import Any
 from pipeline.indexed_dataset import IndexedDatasetWriter
 from pipeline.tokenize.config import TokenizeConfig
 from pipeline.tokenize.pack import split_stream
+from pipeline.tokenize.staging import local_inputs, local_output
 
 FOLDER = "megatron"
 
@@ -27,6 +28,12 @@ def prefix_name(split: str) -> str:
 def write_megatron_split(cfg: TokenizeConfig, split: str, parts: list[Path], holdout: frozenset[bytes],
                          folder: Path, vocab_size: int) -> dict[str, Any]:
     """Write ``<folder>/megatron/<split>_text_document.{bin,idx}``; returns what the report lists."""
+    with local_inputs(parts) as local_parts, local_output(folder) as local_folder:
+        return _write_split(cfg, split, local_parts, holdout, local_folder, vocab_size)
+
+
+def _write_split(cfg: TokenizeConfig, split: str, parts: list[Path], holdout: frozenset[bytes],
+                 folder: Path, vocab_size: int) -> dict[str, Any]:
     start = time.perf_counter()
     out = folder / FOLDER
     out.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from pipeline import split as splitting
 from pipeline.packing import Packer, RowSpool, write_shards
 from pipeline.shard_format import FORMAT_VERSION, split_dir, token_dtype, write_manifest
 from pipeline.tokenize.config import TokenizeConfig
+from pipeline.tokenize.staging import local_inputs, local_output
 
 
 def select_documents(
@@ -68,7 +69,14 @@ def split_stream(cfg: TokenizeConfig, split: str, parts: list[Path], holdout: fr
 
 def pack_split(cfg: TokenizeConfig, split: str, seq_len: int, parts: list[Path], holdout: frozenset[bytes],
                folder: Path, metadata: dict[str, str]) -> dict[str, Any]:
-    """Pack, shuffle and write one split at one length under ``folder`` (seq<L>/<split>/ below it)."""
+    """Pack, shuffle and write one split at one length under ``folder`` (seq<L>/<split>/ below it;
+    a local folder or an object-store prefix)."""
+    with local_inputs(parts) as local_parts, local_output(folder) as local_folder:
+        return _pack_split(cfg, split, seq_len, local_parts, holdout, local_folder, metadata)
+
+
+def _pack_split(cfg: TokenizeConfig, split: str, seq_len: int, parts: list[Path], holdout: frozenset[bytes],
+                folder: Path, metadata: dict[str, str]) -> dict[str, Any]:
     eos_id, vocab_size = int(metadata["eos_id"]), int(metadata["vocab_size"])
     packer = Packer(seq_len, eos_id, token_dtype(vocab_size))
     spool = RowSpool(temp_path(folder / f"rows-seq{seq_len}-{split}.arrow"), seq_len, token_dtype(vocab_size))
