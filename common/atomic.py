@@ -65,20 +65,19 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_bytes(path: Any, data: bytes) -> Any:
-    """Write ``data`` whole to a local path or any location of the storage seam (common.storage,
-    which commits local files with ``atomic_path``: one rule for both)."""
-    from common.storage import location  # the seam builds on this module
-
-    loc = location(path).write_bytes(data)
-    return loc.local_path if loc.is_local else loc
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
-def write_text(path: Any, text: str) -> Any:
-    return write_bytes(path, text.encode("utf-8"))
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
-def write_json(path: Any, data: Any, indent: int | None = 1, sort_keys: bool = True) -> Any:
+def write_json(path: str | os.PathLike, data: Any, indent: int | None = 1, sort_keys: bool = True) -> Path:
     """JSON with a trailing newline (the layout each caller has always written is kept
-    through ``indent`` and ``sort_keys``), to a local path or a storage location."""
+    through ``indent`` and ``sort_keys``)."""
     return write_text(path, json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n")

@@ -21,6 +21,7 @@ for a stream that dies mid-body (re-opened at the offset reached). What still fa
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import tempfile
@@ -361,6 +362,23 @@ class Location:
         with atomic_path(target) as tmp, open(tmp, "wb") as dst, self.open_read() as src:
             shutil.copyfileobj(src, dst, _COPY_CHUNK)
         return target
+
+
+def write_bytes(path_or_url: "str | os.PathLike | Location", data: bytes) -> "Path | Location":
+    """``data`` committed whole at a local path (``common.atomic``'s rule) or any URL; returns
+    the local ``Path``, or the ``Location`` of an object."""
+    loc = location(path_or_url).write_bytes(data)
+    return loc.local_path if loc.is_local else loc
+
+
+def write_text(path_or_url: "str | os.PathLike | Location", text: str) -> "Path | Location":
+    return write_bytes(path_or_url, text.encode("utf-8"))
+
+
+def write_json(path_or_url: "str | os.PathLike | Location", data: Any, indent: int | None = 1,
+               sort_keys: bool = True) -> "Path | Location":
+    """JSON with a trailing newline, as ``common.atomic.write_json`` writes it, anywhere."""
+    return write_text(path_or_url, json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n")
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.s3 import s3_bucket, s3_server  # noqa: F401  (fixtures: the S3 test server)
+pytest_plugins = ["tests.helpers.s3"]  # fixtures s3_server, s3_bucket: the S3 test server
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_DATA = REPO / "tests" / "data"

@@ -31,9 +31,8 @@ import torch
 import yaml
 from tokenizers import Tokenizer
 
-from common.atomic import write_json, write_text
 from common.config import shipped_path, stage_cli, to_dict
-from common.storage import Location, location
+from common.storage import Location, location, write_json, write_text
 from model.checkpoint.folder import read_config
 from model.checkpoint.tokenizer import TOKENIZER_NAME, file_sha256, has_tokenizer_files, write_tokenizer_files
 from train.checkpoint import PROJECT_TOKENIZER, STATE_NAME, find_tokenizer, stored_checkpoints

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import write_text
+from common.storage import write_text
 from train.data import ShardSet, expected_metadata
 
 EOS_ID = 50256

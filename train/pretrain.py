@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import torch
 
-from common.atomic import write_json
 from common.config import shipped_path, stage_cli, to_json
+from common.storage import write_json
 from train.config import TrainConfig, resolve_run_dir
 from train.data import ShardError
 from train.distributed import DistEnv, init_distributed, shutdown

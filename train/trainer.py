@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.atomic import write_json
 from common.config import to_dict
+from common.storage import write_json
 from model import BTLMConfig, BTLMLMHeadModel
 from model.hardware import cpu_has_bf16_matmul, cuda_peak_flops, flush_denormals, measured_matmul_flops
 from train import checkpoint as ckpt

@@ -15,8 +15,7 @@ import time
 
 import numpy as np
 
-from common.atomic import write_json
-from common.storage import is_url
+from common.storage import is_url, write_json
 from pipeline.corpus_io import list_source_files
 from pipeline.decontaminate.apply import apply_file, corpus_frequency
 from pipeline.decontaminate.config import DecontaminateConfig, content_settings

@@ -14,8 +14,7 @@ import time
 
 import numpy as np
 
-from common.atomic import write_json
-from common.storage import Location, location
+from common.storage import Location, location, write_json
 from pipeline.corpus_io import SourceFile, list_source_files
 from pipeline.dedup.candidates import bands_file, lsh_partition
 from pipeline.dedup.clusters import run_components

@@ -33,9 +33,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from common.atomic import write_json
 from common.config import to_dict
-from common.storage import Location, location
+from common.storage import Location, location, write_json
 from pipeline.components import best_members
 from pipeline.corpus_io import Rejected, SourceFile, iter_file
 from pipeline.dedup.config import DedupStageConfig

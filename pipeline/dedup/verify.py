@@ -13,6 +13,7 @@ import itertools
 from typing import Iterator
 
 import numpy as np
+
 from common.storage import Location, location
 from pipeline.dedup.config import DedupStageConfig
 from pipeline.dedup.layout import Layout, Positioned, file_of, load_npy, load_npz, local_output, open_table, save_npy

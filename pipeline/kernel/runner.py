@@ -30,8 +30,7 @@ from typing import Any, Callable
 import ray
 from tqdm import tqdm
 
-from common.atomic import write_json
-from common.storage import location
+from common.storage import location, write_json
 from pipeline.kernel.ray_runtime import init_ray
 from pipeline.kernel.run_config import RunConfig
 from pipeline.kernel.stage import Stage, digest, remove_path, sweep_temporaries

@@ -34,13 +34,12 @@ import fnmatch
 import hashlib
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-from common.atomic import write_json
-from common.storage import Location, StorageConfig, location, sweep_temporaries as _sweep
+from common.storage import Location, StorageConfig, location, write_json
+from common.storage import sweep_temporaries as _sweep
 
 WORK_DIR = "_work"
 MANIFEST_NAME = "manifest.json"
