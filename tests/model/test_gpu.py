@@ -16,7 +16,8 @@ from model import BTLMConfig, BTLMLMHeadModel
 from model.attention import flex
 from model.attention.positions import alibi_slopes
 from model.attention.sdpa import alibi_causal_attention
-from tests.model.test_model_attention import TINY, reference_attention
+from tests.model.test_attention_kernels import reference_attention
+from tests.model.test_model_attention import TINY
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
