@@ -4,6 +4,7 @@ clean items, after `make decontaminate` checked a corpus that holds half of them
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -72,6 +73,8 @@ def test_clean_score_next_to_the_full_one(ray_session, tmp_path):
     for metric in ("acc", "acc_norm"):
         v = clean["metrics"][metric]
         assert v["full"] == result["metrics"]["holdout_continuation"][metric]["value"]
-        assert 0.0 <= v["clean"] <= 1.0 and v["clean_stderr"] > 0.0
+        n = clean["clean_items"]  # lm-eval's standard error of a mean of 0/1 scores
+        assert 0.0 <= v["clean"] <= 1.0
+        assert v["clean_stderr"] == pytest.approx(math.sqrt(v["clean"] * (1 - v["clean"]) / (n - 1)), rel=1e-6)
     assert "task (decontaminated)" in proc.stdout
     print("\n" + proc.stdout[proc.stdout.index("task (decontaminated)"):])
