@@ -1,10 +1,11 @@
 """Steps 3 and 4: LSH band keys per input file, then candidate pairs per key partition.
 
 3. bands: one task per input file writes the (band key, document) rows of its
-   candidates -- exact-duplicate representatives only -- split by key partition.
+   candidates -- exact-duplicate representatives only -- routed by key partition.
 4. lsh: one task per partition groups equal (band, key) rows into buckets, turns each
    bucket into candidate pairs and lets the signature estimate decide the clear cases;
-   with verify=exact the undecided pairs wait for the exact check (verify.py).
+   with verify=exact the undecided pairs wait for the exact check (verify.py), their
+   documents routed to their files for the shingles step.
 """
 
 from __future__ import annotations
@@ -12,29 +13,29 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.dedup.config import DedupStageConfig, band_layout
-from pipeline.dedup.layout import Layout, NpyRows, file_of, load_npy, load_npz, part_key, save_npz
+from pipeline.dedup.exchange import Piece, read_piece
+from pipeline.dedup.layout import Layout, NpyRows, file_of, load_npy, load_npz, save_npz, save_routed
 from pipeline.lsh import band_keys, bucket_pairs
 from pipeline.minhash import estimate_jaccard
 
 PAIRS_PER_BATCH = 1 << 16  # bounds the signatures gathered at once
+BAND_ROW = np.dtype(("<u8", (2,)))  # (band key, dense document id)
+IDS = np.dtype("<i8")
 
 
-def bands_file(cfg: DedupStageConfig, layout: Layout, file_no: int, offsets: np.ndarray) -> dict:
-    """Band keys of one file's exact-duplicate representatives, split into key partitions."""
-    lo_id, hi_id = offsets[file_no], offsets[file_no + 1]
-    dense = load_npy(layout.signature_docs(file_no)) + lo_id
+def bands_file(cfg: DedupStageConfig, layout: Layout, file_no: int, offsets: np.ndarray,
+               nonrep: Piece | None) -> dict:
+    """Band keys of one file's exact-duplicate representatives, routed to key partitions."""
+    dense = load_npy(layout.signature_docs(file_no)) + offsets[file_no]
     use = load_npy(layout.signature_valid(file_no)).copy()
-    if cfg.duplicates.exact:  # exact duplicates other than the representative stay out
-        for p in range(cfg.run.partitions):
-            ids = load_npz(layout.exact(p), "nonrep")
-            use &= ~np.isin(dense, ids[(ids >= lo_id) & (ids < hi_id)])
+    if nonrep is not None:  # exact duplicates other than the representative stay out
+        use &= ~np.isin(dense, read_piece(nonrep, file_no, IDS))
     bands, rows = band_layout(cfg)
     sigs = load_npy(layout.signatures(file_no), mmap=True)
     keys = band_keys(np.asarray(sigs[use]), bands, rows).ravel()  # [docs * bands]
     docs = np.repeat(dense[use], bands).astype(np.uint64)
     parts = (keys % np.uint64(cfg.run.partitions)).astype(np.int64)
-    save_npz(layout.bands(file_no),
-             **{part_key(p): np.stack((keys[parts == p], docs[parts == p]), axis=1) for p in range(cfg.run.partitions)})
+    save_routed(layout.bands(file_no), np.stack((keys, docs), axis=1), parts, cfg.run.partitions)
     return {"documents": int(use.sum())}
 
 
@@ -71,10 +72,9 @@ class SignatureStore:
         return out
 
 
-def lsh_partition(cfg: DedupStageConfig, layout: Layout, p: int, offsets: np.ndarray) -> dict:
+def lsh_partition(cfg: DedupStageConfig, layout: Layout, p: int, offsets: np.ndarray, bands: Piece) -> dict:
     """Candidate pairs of partition p; decided edges and (verify=exact) undecided pairs."""
-    parts = [load_npz(layout.bands(f), part_key(p)) for f in range(len(offsets) - 1)]
-    rows = np.concatenate(parts) if parts else np.empty((0, 2), dtype=np.uint64)
+    rows = read_piece(bands, p, BAND_ROW)
     pairs = bucket_pairs(rows[:, 0], rows[:, 1].astype(np.int64), cfg.lsh.max_bucket_pairs)
     edges = pairs
     unsure = np.empty((0, 2), dtype=np.int64)
@@ -89,6 +89,9 @@ def lsh_partition(cfg: DedupStageConfig, layout: Layout, p: int, offsets: np.nda
         edges = pairs[keep]
     save_npz(layout.lsh(p), edges=edges.astype(np.int64), unsure=unsure.astype(np.int64),
              candidates=np.int64(len(pairs)))
+    if cfg.lsh.verify == "exact":
+        ids = unsure.astype(np.int64).ravel()
+        save_routed(layout.unsure(p), ids, file_of(offsets, ids), len(offsets) - 1)
     return {"candidates": int(len(pairs)), "edges": int(len(edges)), "unsure": int(len(unsure))}
 
 

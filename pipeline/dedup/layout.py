@@ -8,9 +8,13 @@ dense id of file i.
 
 from __future__ import annotations
 
+import io
 import os
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 
@@ -26,17 +30,74 @@ def part_key(p: int) -> str:
     return f"p{p:04d}"
 
 
+# Storage requests this process made through these helpers, by kind: "open" (an object
+# opened for reading: a HEAD on an object store), "read" (one whole or ranged GET) and
+# "write" (one committed object). The step runner reports them per task.
+REQUESTS: Counter = Counter()
+
+
+def reset_requests() -> None:
+    REQUESTS.clear()
+
+
+def requests_made() -> dict[str, int]:
+    return dict(REQUESTS)
+
+
+@contextmanager
+def open_write(path: Path) -> Iterator[BinaryIO]:
+    """A binary writer whose file appears, whole, only when the block succeeds."""
+    REQUESTS["write"] += 1
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        yield fh
+
+
+class RangeReader:
+    """Positioned reads of one file: each ``read_at`` is one storage request (a ranged GET)."""
+
+    def __init__(self, path: Path):
+        REQUESTS["open"] += 1
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def read_at(self, nbytes: int, offset: int, exact: bool = True) -> bytes:
+        REQUESTS["read"] += 1
+        data = os.pread(self.fd, nbytes, offset)
+        if exact and len(data) != nbytes:
+            raise OSError(f"{self.path}: {len(data)} bytes at offset {offset}, expected {nbytes} (truncated file)")
+        return data
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> "RangeReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _read_whole(path: Path) -> bytes:
+    REQUESTS["open"] += 1
+    REQUESTS["read"] += 1
+    return Path(path).read_bytes()
+
+
 def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
-    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    if mmap:  # pages read on demand: counted as one read
+        REQUESTS["open"] += 1
+        REQUESTS["read"] += 1
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    return np.load(io.BytesIO(_read_whole(path)), allow_pickle=False)
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with open_write(path) as fh:
         np.save(fh, array, allow_pickle=False)
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with open_write(path) as fh:
         np.savez(fh, **arrays)
 
 
@@ -46,16 +107,16 @@ class NpyRows:
     (a mapped file's pages would stay in the task's resident memory)."""
 
     def __init__(self, path: Path):
-        with open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = header(fh)
-            self.offset = fh.tell()
+        self.reader = RangeReader(path)
+        head = io.BytesIO(self.reader.read_at(_NPY_HEAD_BYTES, 0, exact=False))
+        version = np.lib.format.read_magic(head)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = header(head)
+        self.offset = head.tell()
         if fortran or len(shape) != 2:
             raise ValueError(f"{path}: expected a C-ordered 2-D array, got shape {shape}")
         self.shape, self.dtype = shape, np.dtype(dtype)
         self.row_bytes = shape[1] * self.dtype.itemsize
-        self.fd = os.open(path, os.O_RDONLY)
 
     def rows(self, index: np.ndarray) -> np.ndarray:
         """Rows ``index`` (any order), read run by run of consecutive rows."""
@@ -67,17 +128,101 @@ class NpyRows:
             if len(run) == 0:
                 continue
             first, count = int(wanted[run[0]]), len(run)
-            data = os.pread(self.fd, count * self.row_bytes, self.offset + first * self.row_bytes)
+            data = self.reader.read_at(count * self.row_bytes, self.offset + first * self.row_bytes)
             out[order[run]] = np.frombuffer(data, dtype=self.dtype).reshape(count, self.shape[1])
         return out
 
     def close(self) -> None:
-        os.close(self.fd)
+        self.reader.close()
+
+
+_NPY_HEAD_BYTES = 4096  # enough for the header of any 2-D array numpy writes
 
 
 def load_npz(path: Path, name: str) -> np.ndarray:
-    with np.load(path, allow_pickle=False) as z:
+    with np.load(io.BytesIO(_read_whole(path)), allow_pickle=False) as z:
         return z[name]
+
+
+# Routed files: the exchange between steps (pipeline/dedup/exchange.py). One file holds
+# rows for a run of destinations (partitions or files), sorted by destination, behind
+# an index, so any destination's rows are one ranged read away:
+#   magic (8 bytes) | destinations n (int64) | row bytes (int64) | offsets (n + 1 int64, in rows) | rows
+ROUTED_MAGIC = b"DXROUTE1"
+_ROUTED_HEAD = 24
+
+
+def row_bytes(dtype: np.dtype) -> int:
+    """Bytes of one row of ``dtype`` (a sub-array dtype such as ``("<i8", (2,))`` is one row)."""
+    return np.dtype(dtype).itemsize
+
+
+def save_routed(path: Path, rows: np.ndarray, dest: np.ndarray, destinations: int) -> None:
+    """``rows`` routed to ``dest`` (one destination per row, 0 .. destinations - 1): each
+    destination's rows in their original order."""
+    order = np.argsort(dest, kind="stable")
+    offsets = np.zeros(destinations + 1, dtype="<i8")
+    np.cumsum(np.bincount(dest, minlength=destinations), out=offsets[1:])
+    width = rows.dtype.itemsize * int(np.prod(rows.shape[1:], dtype=np.int64))
+    write_routed(path, offsets, width, [np.ascontiguousarray(rows[order]).tobytes()])
+
+
+def write_routed(path: Path, offsets: np.ndarray, width: int, chunks: Iterable[bytes]) -> None:
+    """A routed file from its index and its rows' bytes, streamed in destination order."""
+    head = ROUTED_MAGIC + np.array([len(offsets) - 1, width], dtype="<i8").tobytes()
+    with open_write(path) as fh:
+        fh.write(head + np.asarray(offsets, dtype="<i8").tobytes())
+        for chunk in chunks:
+            fh.write(chunk)
+
+
+class RoutedReader:
+    """Ranged reads of a routed file of ``destinations`` destinations with rows of ``width`` bytes."""
+
+    def __init__(self, path: Path, destinations: int, width: int):
+        self.reader = RangeReader(path)
+        self.destinations, self.width = destinations, width
+        self.data = _ROUTED_HEAD + 8 * (destinations + 1)
+
+    def offsets(self, first: int, last: int) -> np.ndarray:
+        """Row offsets of destinations first .. last (``last - first + 1`` values), one read
+        (with the header checked when it starts at the file's beginning)."""
+        if first == 0:
+            raw = self.reader.read_at(_ROUTED_HEAD + 8 * (last + 1), 0)
+            n, width = np.frombuffer(raw[8:_ROUTED_HEAD], dtype="<i8")
+            if raw[:8] != ROUTED_MAGIC or n != self.destinations or width != self.width:
+                raise ValueError(f"{self.reader.path}: not a routed file of {self.destinations} destinations "
+                                 f"x {self.width}-byte rows (header {raw[:8]!r}, {n}, {width})")
+            return np.frombuffer(raw[_ROUTED_HEAD:], dtype="<i8")
+        return np.frombuffer(self.reader.read_at(8 * (last - first + 1), _ROUTED_HEAD + 8 * first), dtype="<i8")
+
+    def rows(self, start: int, stop: int) -> bytes:
+        """The bytes of rows start .. stop - 1 (one read; none when empty)."""
+        if stop <= start:
+            return b""
+        return self.reader.read_at((stop - start) * self.width, self.data + start * self.width)
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def read_routed(path: Path, destinations: int, d: int, dtype: np.dtype) -> np.ndarray:
+    """The rows routed to destination ``d`` of a routed file: at most three requests."""
+    reader = RoutedReader(path, destinations, row_bytes(dtype))
+    try:
+        a, b = reader.offsets(d, d + 1)
+        return np.frombuffer(reader.rows(int(a), int(b)), dtype=dtype).copy()
+    finally:
+        reader.close()
+
+
+def load_routed(path: Path, dtype: np.dtype) -> np.ndarray:
+    """Every row of a routed file, in destination order (one read)."""
+    raw = _read_whole(path)
+    n = int(np.frombuffer(raw[8:16], dtype="<i8")[0])
+    if raw[:8] != ROUTED_MAGIC:
+        raise ValueError(f"{path}: not a routed file")
+    return np.frombuffer(raw[_ROUTED_HEAD + 8 * (n + 1):], dtype=dtype).copy()
 
 
 @dataclass(frozen=True)
@@ -95,8 +240,8 @@ class Layout:
     def meta(self, f: int) -> Path:  # status, keep rank and line of every document (npz)
         return self._prepared(f) / f"{file_key(f)}.meta.npz"
 
-    def hash_rows(self, f: int) -> Path:  # exact-hash rows split by partition (npz)
-        return self._prepared(f) / f"{file_key(f)}.hash.npz"
+    def hash_rows(self, f: int) -> Path:  # exact-hash rows routed by partition
+        return self._prepared(f) / f"{file_key(f)}.hash.bin"
 
     def signatures(self, f: int) -> Path:  # MinHash signatures of the file's candidates
         return self._prepared(f) / f"{file_key(f)}.sig.npy"
@@ -108,16 +253,22 @@ class Layout:
         return self._prepared(f) / f"{file_key(f)}.siglocal.npy"
 
     # 2. exact: per partition
-    def exact(self, p: int) -> Path:  # edges to each group's representative, non-representatives
+    def exact(self, p: int) -> Path:  # edges to each group's representative
         return self.work / "exact" / f"{part_key(p)}.npz"
 
+    def nonrep(self, p: int) -> Path:  # non-representatives, routed by file
+        return self.work / "exact" / f"{part_key(p)}.nonrep.bin"
+
     # 3. bands: per input file
-    def bands(self, f: int) -> Path:  # (band key, document) rows split by partition
-        return self.work / "bands" / f"{file_key(f)}.npz"
+    def bands(self, f: int) -> Path:  # (band key, document) rows routed by partition
+        return self.work / "bands" / f"{file_key(f)}.bin"
 
     # 4. lsh: per partition
     def lsh(self, p: int) -> Path:  # decided edges, undecided pairs, candidate count
         return self.work / "lsh" / f"{part_key(p)}.npz"
+
+    def unsure(self, p: int) -> Path:  # documents of the undecided pairs, routed by file
+        return self.work / "lsh" / f"{part_key(p)}.unsure.bin"
 
     # 4b. shingles: per input file (only documents in undecided pairs)
     def shingle_ids(self, f: int) -> Path:
@@ -135,13 +286,10 @@ class Layout:
 
     # 5. components: star rounds per node partition, then the keep rule per component
     def graph(self, step: str, p: int) -> Path:  # a round's edges (and labels) routed by partition
-        return self.work / step / f"{part_key(p)}.npz"
+        return self.work / step / f"{part_key(p)}.bin"
 
-    def kept_nodes(self, p: int) -> Path:  # sorted nodes of partition p's components ...
-        return self.work / "keep" / f"{part_key(p)}.nodes.npy"
-
-    def kept_of_nodes(self, p: int) -> Path:  # ... and the document each one's component keeps
-        return self.work / "keep" / f"{part_key(p)}.kept.npy"
+    def kept(self, p: int) -> Path:  # (node, kept document) of partition p's components, routed by file
+        return self.work / "keep" / f"{part_key(p)}.bin"
 
     def clusters(self, f: int) -> Path:  # per document of file f: kept dense id, duplicate kind
         return self.work / "clusters" / f"{file_key(f)}.npz"
@@ -162,6 +310,10 @@ class Layout:
     @staticmethod
     def index_name(f: int) -> str:
         return f"{file_key(f)}.npz"
+
+    # an exchange's merge steps: one file per group
+    def merged(self, step: str, g: int) -> Path:
+        return self.work / step / f"g{g:05d}.bin"
 
     def timings(self) -> Path:
         return self.work / "timings.json"

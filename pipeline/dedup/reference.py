@@ -27,8 +27,8 @@ from common.atomic import write_json
 from common.config import to_dict
 from pipeline.corpus_io import Rejected, SourceFile, iter_file
 from pipeline.dedup.config import DedupStageConfig
-from pipeline.dedup.layout import INDEX, Layout, load_npy, load_npz, part_key, save_npy, save_npz
-from pipeline.dedup.prepare import HASH_DTYPE, STATUS_CODES
+from pipeline.dedup.layout import INDEX, Layout, load_npy, load_npz, save_npy, save_npz
+from pipeline.dedup.prepare import HASH_DTYPE, STATUS_CODES, load_hash_rows, save_hash_rows
 from pipeline.normalize import clean_text
 
 INDEX_FORMAT = 1
@@ -41,8 +41,7 @@ def write_index_part(layout: Layout, file_no: int, written: dict[str, list], chu
     """The index part of one input file: its kept documents (``written``: local index,
     id, chunk number, line) with their text hashes and signatures from prepare."""
     local = np.array(written["local"], dtype=np.int64)
-    parts = np.load(layout.hash_rows(file_no), allow_pickle=False)
-    rows = np.concatenate([parts[key] for key in sorted(parts.files)]) if parts.files else np.empty(0, HASH_DTYPE)
+    rows = load_hash_rows(layout, file_no)
     rows = rows[np.argsort(rows["local"])]
     at = np.searchsorted(rows["local"], local)
     signed = load_npy(layout.signature_docs(file_no))
@@ -111,8 +110,7 @@ def load_reference_file(cfg: DedupStageConfig, layout: Layout, file_no: int, par
     n = len(hi)
     rows = np.empty(n, dtype=HASH_DTYPE)
     rows["hi"], rows["lo"], rows["rank"], rows["local"] = hi, lo, REFERENCE_RANK, np.arange(n)
-    where = (rows["hi"] % np.uint64(cfg.run.partitions)).astype(np.int64)
-    save_npz(layout.hash_rows(file_no), **{part_key(p): rows[where == p] for p in range(cfg.run.partitions)})
+    save_hash_rows(cfg, layout, file_no, rows)
     save_npz(layout.meta(file_no), status=np.full(n, STATUS_CODES["candidate"], dtype=np.int8),
              rank=np.full(n, REFERENCE_RANK, dtype=np.int64), line=np.arange(1, n + 1, dtype=np.int64))
     if not cfg.duplicates.near:

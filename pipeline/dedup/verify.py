@@ -10,16 +10,15 @@
 from __future__ import annotations
 
 import itertools
-import os
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from common.atomic import atomic_path
 from pipeline.dedup.config import DedupStageConfig
-from pipeline.dedup.layout import Layout, file_of, load_npy, load_npz, save_npy
+from pipeline.dedup.exchange import Piece, read_piece
+from pipeline.dedup.layout import Layout, RangeReader, file_of, load_npy, load_npz, open_write, save_npy
 from pipeline.dedup.reference import reference_texts
 from pipeline.normalize import clean_text
 from pipeline.shingles import jaccard, shingle_sets
@@ -28,22 +27,19 @@ DOCS_PER_CHUNK = 256  # documents whose shingle sets are computed together
 
 
 def shingles_file(cfg: DedupStageConfig, layout: Layout, file_no: int, offsets: np.ndarray,
-                  reference: tuple[str, str] | None = None) -> dict:
-    """Shingle sets of this file's documents that an undecided pair needs; a reference
-    file's (``reference`` = its cleaned corpus and index part) come from that corpus."""
-    lo_id, hi_id = offsets[file_no], offsets[file_no + 1]
-    needed = []
-    for p in range(cfg.run.partitions):
-        ids = load_npz(layout.lsh(p), "unsure").ravel()
-        needed.append(ids[(ids >= lo_id) & (ids < hi_id)])
-    ids = np.unique(np.concatenate(needed)) if needed else np.empty(0, dtype=np.int64)
+                  reference: tuple[str, str] | None, unsure: Piece) -> dict:
+    """Shingle sets of this file's documents that an undecided pair needs (``unsure``:
+    where the exchange put them); a reference file's (``reference`` = its cleaned corpus
+    and index part) come from that corpus."""
+    lo_id = offsets[file_no]
+    ids = np.unique(read_piece(unsure, file_no, np.dtype("<i8")))
     bounds = [0]
     rows = set((ids - lo_id).tolist())
     if reference is None:
         texts = _cleaned_texts(layout.table(file_no), rows)
     else:
         texts = reference_texts(Path(reference[0]), Path(reference[1]), rows)
-    with atomic_path(layout.shingle_hashes(file_no)) as partial, open(partial, "wb") as sink:
+    with open_write(layout.shingle_hashes(file_no)) as sink:
         while chunk := list(itertools.islice(texts, DOCS_PER_CHUNK)):
             for unique in shingle_sets(chunk, cfg.minhash.ngram, cfg.minhash.unit):
                 sink.write(unique.astype("<u8", copy=False).tobytes())
@@ -74,14 +70,14 @@ class ShingleStore:
 
     def __init__(self, layout: Layout, offsets: np.ndarray):
         self.layout, self.offsets = layout, offsets
-        self._files: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
+        self._files: dict[int, tuple[np.ndarray, np.ndarray, RangeReader]] = {}
 
     def __enter__(self) -> "ShingleStore":
         return self
 
     def __exit__(self, *exc) -> None:
-        for _, _, fd in self._files.values():
-            os.close(fd)
+        for _, _, reader in self._files.values():
+            reader.close()
         self._files.clear()
 
     def get(self, dense: int) -> np.ndarray:
@@ -90,12 +86,12 @@ class ShingleStore:
             self._files[f] = (
                 load_npy(self.layout.shingle_ids(f)),
                 load_npy(self.layout.shingle_bounds(f)),
-                os.open(self.layout.shingle_hashes(f), os.O_RDONLY),
+                RangeReader(self.layout.shingle_hashes(f)),
             )
-        ids, bounds, fd = self._files[f]
+        ids, bounds, reader = self._files[f]
         k = int(np.searchsorted(ids, dense))
         lo, hi = int(bounds[k]), int(bounds[k + 1])
-        return np.frombuffer(os.pread(fd, 8 * (hi - lo), 8 * lo), dtype="<u8")
+        return np.frombuffer(reader.read_at(8 * (hi - lo), 8 * lo), dtype="<u8")
 
 
 def verify_partition(cfg: DedupStageConfig, layout: Layout, p: int, offsets: np.ndarray) -> dict:

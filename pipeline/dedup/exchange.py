@@ -1,0 +1,142 @@
+"""The exchange between dedup steps, in storage requests that grow with files + partitions.
+
+A step whose tasks each produce rows for every task of a later step (prepare's hash
+rows for the exact partitions, the exact partitions' non-representatives for the
+files, ...) writes one *routed file* per task: its rows sorted by destination behind an
+index of offsets (layout.save_routed). Reading one piece of every such file from every
+destination would cost sources x destinations requests; instead merge steps group them:
+
+- a merge task takes up to ``MERGE_FANIN`` consecutive routed files covering the same
+  run of destinations, reads their indexes (one ranged read each), then streams their
+  rows in chunks of at most ``READ_BYTES`` (one ranged read per file and chunk, none
+  where a file has no rows there) into one routed file with each destination's rows in
+  source order. Its memory: the indexes and one chunk, whatever the data's size;
+- a level whose groups hold more than ``TASK_BYTES`` splits each group's destinations
+  into ranges, one task each, so no task streams more than about that much;
+- levels repeat until each destination is covered by one file. A destination's reader
+  then makes at most three requests (open, its two offsets, its rows).
+
+Requests: about 3 per source file per level (log_FANIN(sources) levels, 1 below 64
+sources and 2 below 4,096), one write per merge task and 3 per destination. Each
+destination receives exactly the rows, in exactly the order, that reading every
+source's piece in source order would give, so no output depends on the grouping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline.dedup.config import DedupStageConfig
+from pipeline.dedup.layout import Layout, RoutedReader, read_routed, row_bytes, write_routed
+from pipeline.dedup.steps import GROUPS, Step, Steps
+
+MERGE_FANIN = 64  # routed files one merge task reads
+READ_BYTES = 32 << 20  # rows one merge task holds at a time (all its files together)
+TASK_BYTES = 1 << 30  # rows one merge task streams at most (where the level's sizes are known)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A routed file holding the rows of destinations first .. last - 1."""
+
+    path: str
+    first: int
+    last: int
+    nbytes: int = -1  # its rows' bytes (-1: not known, a map task's file)
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """Where each destination's rows are once merged: one piece per run of destinations."""
+
+    dtype: np.dtype
+    pieces: tuple[Piece, ...]  # sorted by destination, covering 0 .. destinations - 1
+
+    def piece(self, d: int) -> Piece:
+        firsts = [p.first for p in self.pieces]
+        return self.pieces[int(np.searchsorted(firsts, d, side="right")) - 1]
+
+
+def read_piece(piece: Piece, d: int, dtype: np.dtype) -> np.ndarray:
+    """The rows exchanged to destination ``d`` (``piece`` covers it)."""
+    return read_routed(Path(piece.path), piece.last - piece.first, d - piece.first, dtype)
+
+
+def run_exchange(steps: Steps, name: str, sources: list[Path], destinations: int, dtype: np.dtype) -> Exchange:
+    """Merge the routed files ``sources`` (in source order) until one covers each
+    destination; the merge steps are ``<name>-merge1``, ``-merge2``, ..."""
+    dtype = np.dtype(dtype)
+    pieces = [Piece(str(path), 0, destinations) for path in sources]
+    level = 0
+    while True:
+        groups = _plan(pieces)
+        if all(len(inputs) == 1 and (first, last) == (inputs[0].first, inputs[0].last) for inputs, first, last in groups):
+            return Exchange(dtype, tuple(pieces))
+        level += 1
+        step = f"{name}-merge{level}"
+        out: Callable[[int], str] = lambda g, step=step: str(steps.layout.merged(step, g))
+        results = steps(Step(step, merge_group, GROUPS, lambda g: (groups[g], row_bytes(dtype), out(g)),
+                             groups=len(groups)))
+        pieces = [Piece(out(g), first, last, r["bytes"]) for g, ((_, first, last), r) in enumerate(zip(groups, results))]
+
+
+def _plan(pieces: list[Piece]) -> list[tuple[list[Piece], int, int]]:
+    """The next level's tasks: (input pieces, first, last destination). Pieces covering
+    the same destinations merge by runs of MERGE_FANIN; a run bigger than TASK_BYTES is
+    split into destination ranges (the same ranges for every run of those destinations)."""
+    by_range: dict[tuple[int, int], list[Piece]] = {}
+    for piece in pieces:
+        by_range.setdefault((piece.first, piece.last), []).append(piece)
+    plan = []
+    for (first, last), same in sorted(by_range.items()):
+        runs = [same[i : i + MERGE_FANIN] for i in range(0, len(same), MERGE_FANIN)]
+        if len(runs) == 1 and len(runs[0]) == 1:
+            plan.append((runs[0], first, last))  # done: nothing to merge
+            continue
+        known = all(p.nbytes >= 0 for p in same)
+        split = max(-(-sum(p.nbytes for p in run) // TASK_BYTES) for run in runs) if known else 1
+        split = max(1, min(split, last - first))
+        bounds = [first + (last - first) * i // split for i in range(split + 1)]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            plan.extend((run, a, b) for run in runs)
+    # Output order: by destination range, then source order (runs are consecutive sources).
+    plan.sort(key=lambda task: task[1])
+    return plan
+
+
+def merge_group(cfg: DedupStageConfig, layout: Layout, g: int, task: tuple[list[Piece], int, int], width: int,
+                out: str) -> dict:
+    """Merge the rows of destinations first .. last - 1 of the input pieces into ``out``."""
+    inputs, first, last = task
+    readers = [RoutedReader(Path(p.path), p.last - p.first, width) for p in inputs]
+    try:
+        starts = [r.offsets(first - p.first, last - p.first) for r, p in zip(readers, inputs)]
+        counts = np.sum([np.diff(s) for s in starts], axis=0)
+        offsets = np.zeros(last - first + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        write_routed(Path(out), offsets, width, _merged_chunks(readers, starts, offsets, width))
+    finally:
+        for r in readers:
+            r.close()
+    return {"bytes": int(offsets[-1]) * width}
+
+
+def _merged_chunks(readers: list[RoutedReader], starts: list[np.ndarray], offsets: np.ndarray, width: int):
+    """The merged rows, destination by destination, in chunks of about READ_BYTES."""
+    n = len(offsets) - 1
+    d = 0
+    while d < n:
+        e = int(np.searchsorted(offsets, offsets[d] + max(1, READ_BYTES // width), side="right")) - 1
+        e = min(n, max(d + 1, e))
+        rows, dest = [], []
+        for reader, s in zip(readers, starts):
+            data = reader.rows(int(s[d]), int(s[e]))
+            rows.append(np.frombuffer(data, dtype=f"V{width}"))
+            dest.append(np.repeat(np.arange(e - d), np.diff(s[d : e + 1])))
+        order = np.argsort(np.concatenate(dest), kind="stable")  # by destination, then source
+        yield np.concatenate(rows)[order].tobytes()
+        d = e
