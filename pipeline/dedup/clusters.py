@@ -9,9 +9,11 @@ step's tasks through an exchange (exchange.py):
                  routed to the partition of their first node;
 - rNN-large /    per node partition: alternating large-star and small-star rounds
   rNN-small      until a large-star step finds a star forest; its labels (each node's
-                 component = its smallest member) are then routed by component;
+                 component = its smallest member) are routed to the node's file;
+- ranks          per file: each labelled node's keep rank, routed by component;
 - keep           per component partition: the best member under the keep rule (rank,
-                 then smallest id), reference documents keeping themselves;
+                 then smallest id), reference documents keeping themselves, routed
+                 to the node's file;
 - clusters       per input file: the kept document and duplicate kind of each of its
                  documents (candidates not in any edge keep themselves).
 """
@@ -34,9 +36,10 @@ from pipeline.dedup.config import DedupStageConfig
 from pipeline.dedup.exchange import Exchange, Piece, read_piece, run_exchange
 from pipeline.dedup.layout import Layout, file_of, load_npz, save_npz, save_routed
 from pipeline.dedup.prepare import STATUS_CODES
-from pipeline.dedup.steps import INPUTS, PARTITIONS, Step, Steps
+from pipeline.dedup.steps import FILES, INPUTS, PARTITIONS, Step, Steps
 
 EDGE = np.dtype(("<i8", (2,)))  # an edge, a label (node, component) or (node, kept document)
+RANKED = np.dtype(("<i8", (3,)))  # (node, component, keep rank)
 
 
 def route_edges(cfg: DedupStageConfig, layout: Layout, p: int) -> dict:
@@ -51,14 +54,15 @@ def route_edges(cfg: DedupStageConfig, layout: Layout, p: int) -> dict:
     return {"edges": int(len(directed) // 2)}
 
 
-def large_round(cfg: DedupStageConfig, layout: Layout, p: int, step: str, edges: Piece) -> dict:
+def large_round(cfg: DedupStageConfig, layout: Layout, p: int, offsets: np.ndarray, step: str, edges: Piece) -> dict:
     """Partition p's large-star step: new edges routed by their larger end (to
-    partitions 0 .. P - 1), node labels by their component (to P .. 2P - 1)."""
+    partitions 0 .. P - 1), node labels by the node's file (to P + file number)."""
     P = cfg.run.partitions
     bigger, labels, star = large_star(read_piece(edges, p, EDGE))
     bigger = unique_edges(bigger)  # (larger, smaller): small-star keys an edge by its larger end
     save_routed(layout.graph(step, p), np.concatenate((bigger, labels)),
-                np.concatenate((node_partition(bigger[:, 0], P), P + node_partition(labels[:, 1], P))), 2 * P)
+                np.concatenate((node_partition(bigger[:, 0], P), P + file_of(offsets, labels[:, 0]))),
+                P + len(offsets) - 1)
     return {"star": star, "edges": int(len(bigger))}
 
 
@@ -69,17 +73,22 @@ def small_round(cfg: DedupStageConfig, layout: Layout, p: int, step: str, edges:
     return {"edges": int(len(directed) // 2)}
 
 
+def ranks_file(cfg: DedupStageConfig, layout: Layout, f: int, offsets: np.ndarray, labels: Piece | None) -> dict:
+    """The keep rank of file f's labelled nodes, routed with their labels by component."""
+    labels = read_piece(labels, cfg.run.partitions + f, EDGE)
+    rank = load_npz(layout.meta(f), "rank")[labels[:, 0] - offsets[f]] if len(labels) else np.empty(0, np.int64)
+    save_routed(layout.ranked(f), np.concatenate((labels, rank[:, None]), axis=1),
+                node_partition(labels[:, 1], cfg.run.partitions), cfg.run.partitions)
+    return {"nodes": int(len(labels))}
+
+
 def keep_partition(cfg: DedupStageConfig, layout: Layout, p: int, offsets: np.ndarray, reference_files: int,
-                   labels: Piece) -> dict:
+                   ranked: Piece | None) -> dict:
     """The kept document of every node whose component label falls in partition p,
     routed to the node's file."""
-    labels = read_piece(labels, cfg.run.partitions + p, EDGE)
+    rows = read_piece(ranked, p, RANKED)
+    labels, rank = rows[:, :2], rows[:, 2]
     nodes = labels[:, 0]
-    rank = np.empty(len(nodes), dtype=np.int64)
-    files = file_of(offsets, nodes)
-    for f in np.unique(files):  # one file's ranks in memory at a time
-        sel = files == f
-        rank[sel] = load_npz(layout.meta(int(f)), "rank")[nodes[sel] - offsets[f]]
     kept = best_members(labels, rank, fixed=nodes < offsets[reference_files])
     order = np.argsort(nodes)
     save_routed(layout.kept(p), np.stack((nodes[order], kept[order]), axis=1), file_of(offsets, nodes[order]),
@@ -113,12 +122,13 @@ def run_components(steps: Steps, offsets: np.ndarray, nonrep: Exchange | None) -
     def exchange(step: str, destinations: int) -> Exchange:
         return run_exchange(steps, step, [layout.graph(step, p) for p in range(P)], destinations, EDGE)
 
+    F = len(offsets) - 1  # every file: reference parts, then inputs
     steps(Step("route", route_edges, PARTITIONS))
     edges = exchange("route", P)
     for r in range(MAX_ROUNDS):
         large = f"r{r:02d}-large"
-        results = steps(Step(large, large_round, PARTITIONS, lambda p: (large, edges.piece(p))))
-        labelled = exchange(large, 2 * P)
+        results = steps(Step(large, large_round, PARTITIONS, lambda p: (offsets, large, edges.piece(p))))
+        labelled = exchange(large, P + F)
         if all(res["star"] for res in results):
             break
         small = f"r{r:02d}-small"
@@ -126,8 +136,10 @@ def run_components(steps: Steps, offsets: np.ndarray, nonrep: Exchange | None) -
         edges = exchange(small, P)
     else:
         raise RuntimeError(f"dedup: connected components did not converge in {MAX_ROUNDS} rounds")
+    steps(Step("ranks", ranks_file, FILES, lambda f: (offsets, labelled.piece(P + f))))
+    ranked = run_exchange(steps, "ranks", [layout.ranked(f) for f in range(F)], P, RANKED)
     R = len(steps.reference_parts)
-    steps(Step("keep", keep_partition, PARTITIONS, lambda p: (offsets, R, labelled.piece(P + p))))
-    kept = run_exchange(steps, "keep", [layout.kept(p) for p in range(P)], len(offsets) - 1, EDGE)
+    steps(Step("keep", keep_partition, PARTITIONS, lambda p: (offsets, R, ranked.piece(p))))
+    kept = run_exchange(steps, "keep", [layout.kept(p) for p in range(P)], F, EDGE)
     steps(Step("clusters", cluster_file, INPUTS,
                lambda f: (offsets, kept.piece(f), nonrep.piece(f) if nonrep is not None else None)))

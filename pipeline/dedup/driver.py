@@ -18,7 +18,8 @@ import numpy as np
 
 from common.atomic import write_json
 from pipeline.corpus_io import SourceFile, list_source_files
-from pipeline.dedup.candidates import BAND_ROW, IDS, bands_file, lsh_partition
+from pipeline.dedup.candidates import (BAND_ROW, IDS, REQUEST, bands_file, estimate_partition, lsh_partition,
+                                       signature_row, signatures_file)
 from pipeline.dedup.clusters import run_components
 from pipeline.dedup.config import DedupStageConfig, band_layout, content_settings, with_partitions, work_settings
 from pipeline.dedup.exact import exact_partition
@@ -28,7 +29,7 @@ from pipeline.dedup.prepare import ROUTED_HASH_DTYPE, file_offsets, prepare_file
 from pipeline.dedup.reference import ReferenceIndex, load_reference_file, open_reference, write_index_manifest
 from pipeline.dedup.report import build_report, format_table, write_ledger, write_quarantine
 from pipeline.dedup.steps import FILES, INPUTS, PARTITIONS, REFERENCE, Step, Steps
-from pipeline.dedup.verify import shingles_file, verify_partition
+from pipeline.dedup.verify import SHINGLE_ROW, shingles_file, verify_partition
 from pipeline.dedup.write import chunk_prefixes, write_file
 from pipeline.kernel import Stage, TaskRunner, digest, file_fingerprint
 
@@ -79,14 +80,22 @@ def _run_steps(cfg: DedupStageConfig, steps: Steps,
         steps(Step("bands", bands_file, FILES, lambda f: (offsets, nonrep.piece(f) if nonrep is not None else None)))
         bands = run_exchange(steps, "bands", [layout.bands(f) for f in numbers], P, BAND_ROW)
         candidates = verified = steps(Step("lsh", lsh_partition, PARTITIONS, lambda p: (offsets, bands.piece(p))))
+        if cfg.lsh.verify != "none":
+            wanted = run_exchange(steps, "wanted", [layout.wanted(p) for p in range(P)], len(numbers), REQUEST)
+            steps(Step("signatures", signatures_file, FILES, lambda f: (offsets, wanted.piece(f))))
+            signatures = run_exchange(steps, "signatures", [layout.signature_rows(f) for f in numbers], P,
+                                      signature_row(cfg.minhash.num_perm))
+            verified = steps(Step("estimate", estimate_partition, PARTITIONS, lambda p: (offsets, signatures.piece(p))))
         if cfg.lsh.verify == "exact":
 
             def texts(f: int) -> tuple[str, str] | None:  # where a reference file's texts are
                 return (str(reference.corpus), str(refs[f])) if f < len(refs) else None
 
-            unsure = run_exchange(steps, "unsure", [layout.unsure(p) for p in range(P)], len(numbers), IDS)
-            steps(Step("shingles", shingles_file, FILES, lambda f: (offsets, texts(f), unsure.piece(f))))
-            verified = steps(Step("verify", verify_partition, PARTITIONS, (offsets,)))
+            unsure = run_exchange(steps, "unsure", [layout.unsure(p) for p in range(P)], len(numbers), REQUEST)
+            parts = steps(Step("shingles", shingles_file, FILES, lambda f: (offsets, texts(f), unsure.piece(f))))
+            shingles = run_exchange(steps, "shingles", [layout.shingle_part(f, k) for f, r in zip(numbers, parts)
+                                                        for k in range(r["parts"])], P, SHINGLE_ROW)
+            verified = steps(Step("verify", verify_partition, PARTITIONS, lambda p: (offsets, shingles.piece(p))))
     run_components(steps, offsets, nonrep)
     names = [*refs, *(sf.label for sf in steps.files)]  # how documents are named in kept_id
     prefixes = chunk_prefixes(steps.files)

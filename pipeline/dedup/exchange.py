@@ -54,15 +54,19 @@ class Exchange:
     """Where each destination's rows are once merged: one piece per run of destinations."""
 
     dtype: np.dtype
-    pieces: tuple[Piece, ...]  # sorted by destination, covering 0 .. destinations - 1
+    pieces: tuple[Piece, ...]  # sorted by destination, covering 0 .. destinations - 1 (none: no sources)
 
-    def piece(self, d: int) -> Piece:
+    def piece(self, d: int) -> Piece | None:
+        if not self.pieces:
+            return None
         firsts = [p.first for p in self.pieces]
         return self.pieces[int(np.searchsorted(firsts, d, side="right")) - 1]
 
 
-def read_piece(piece: Piece, d: int, dtype: np.dtype) -> np.ndarray:
-    """The rows exchanged to destination ``d`` (``piece`` covers it)."""
+def read_piece(piece: Piece | None, d: int, dtype: np.dtype) -> np.ndarray:
+    """The rows exchanged to destination ``d`` (``piece`` covers it; None: there are none)."""
+    if piece is None:
+        return np.empty(0, dtype=dtype)
     return read_routed(Path(piece.path), piece.last - piece.first, d - piece.first, dtype)
 
 
@@ -72,7 +76,7 @@ def run_exchange(steps: Steps, name: str, sources: list[Path], destinations: int
     dtype = np.dtype(dtype)
     pieces = [Piece(str(path), 0, destinations) for path in sources]
     level = 0
-    while True:
+    while pieces:
         groups = _plan(pieces)
         if all(len(inputs) == 1 and (first, last) == (inputs[0].first, inputs[0].last) for inputs, first, last in groups):
             return Exchange(dtype, tuple(pieces))
@@ -82,6 +86,7 @@ def run_exchange(steps: Steps, name: str, sources: list[Path], destinations: int
         results = steps(Step(step, merge_group, GROUPS, lambda g: (groups[g], row_bytes(dtype), out(g)),
                              groups=len(groups)))
         pieces = [Piece(out(g), first, last, r["bytes"]) for g, ((_, first, last), r) in enumerate(zip(groups, results))]
+    return Exchange(dtype, ())
 
 
 def _plan(pieces: list[Piece]) -> list[tuple[list[Piece], int, int]]:

@@ -264,29 +264,38 @@ class Layout:
         return self.work / "bands" / f"{file_key(f)}.bin"
 
     # 4. lsh: per partition
-    def lsh(self, p: int) -> Path:  # decided edges, undecided pairs, candidate count
-        return self.work / "lsh" / f"{part_key(p)}.npz"
+    def pairs(self, p: int) -> Path:  # candidate pairs
+        return self.work / "lsh" / f"{part_key(p)}.pairs.npy"
 
-    def unsure(self, p: int) -> Path:  # documents of the undecided pairs, routed by file
-        return self.work / "lsh" / f"{part_key(p)}.unsure.bin"
+    def wanted(self, p: int) -> Path:  # (document, p) of the candidate pairs, routed by file
+        return self.work / "lsh" / f"{part_key(p)}.wanted.bin"
 
-    # 4b. shingles: per input file (only documents in undecided pairs)
-    def shingle_ids(self, f: int) -> Path:
-        return self.work / "shingles" / f"{file_key(f)}.ids.npy"
+    # 4a. signatures: per file, the signatures partitions asked for, routed back to them
+    def signature_rows(self, f: int) -> Path:
+        return self.work / "signatures" / f"{file_key(f)}.bin"
 
-    def shingle_bounds(self, f: int) -> Path:
-        return self.work / "shingles" / f"{file_key(f)}.bounds.npy"
+    # 4b. estimate: per partition
+    def decided(self, p: int) -> Path:  # decided edges, undecided pairs
+        return self.work / "estimate" / f"{part_key(p)}.npz"
 
-    def shingle_hashes(self, f: int) -> Path:  # flat little-endian uint64 sets
-        return self.work / "shingles" / f"{file_key(f)}.hashes.bin"
+    def unsure(self, p: int) -> Path:  # (document, p) of the undecided pairs, routed by file
+        return self.work / "estimate" / f"{part_key(p)}.unsure.bin"
 
-    # 4c. verify: per partition
+    # 4c. shingles: per file, the shingle sets of the documents in undecided pairs, routed
+    # to the partitions that asked (in parts of bounded size)
+    def shingle_part(self, f: int, part: int) -> Path:
+        return self.work / "shingles" / f"{file_key(f)}.{part:04d}.bin"
+
+    # 4d. verify: per partition
     def verified(self, p: int) -> Path:  # every near-duplicate edge of the partition
         return self.work / "verify" / f"{part_key(p)}.npy"
 
     # 5. components: star rounds per node partition, then the keep rule per component
     def graph(self, step: str, p: int) -> Path:  # a round's edges (and labels) routed by partition
         return self.work / step / f"{part_key(p)}.bin"
+
+    def ranked(self, f: int) -> Path:  # (node, component, rank) of file f's labelled nodes, routed by component
+        return self.work / "ranks" / f"{file_key(f)}.bin"
 
     def kept(self, p: int) -> Path:  # (node, kept document) of partition p's components, routed by file
         return self.work / "keep" / f"{part_key(p)}.bin"
