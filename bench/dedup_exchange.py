@@ -45,19 +45,22 @@ def generate(out: Path, files: int, doc_bytes: int, corpus: str) -> int:
     return len(docs)
 
 
-def before(step: str, F: int, P: int, rounds: set[str]) -> int | None:
-    """Requests of the product-shaped loads of the exchange before the grouped one (2 per load)."""
-    per_step = {
+def before(step: str, F: int, P: int) -> int | None:
+    """Requests of the loads the exchange before this one made of other tasks' files, from
+    its code (2 per load: open + read), or None for a step that had no such loads or did
+    not exist. Not counted: the data-dependent reads of other files (signatures and
+    shingle sets by document, keep ranks by file), which only add to these."""
+    loads = {
         "exact": P * F,  # each partition: its member of every file's hash rows
         "bands": F * P,  # each file: every exact partition's non-representatives
         "lsh": P * F,  # each partition: its member of every file's bands
         "shingles": F * P,  # each file: every lsh partition's undecided pairs
-        "keep": P * P,  # each partition: its labels from every large-star file
+        "keep": P * P,  # each partition: its labels from every last large-star file
         "clusters": F * 2 * P,  # each file: every keep partition's nodes, every exact partition's non-representatives
     }
-    if step in rounds:
+    if step[:1] == "r" and step[1:3].isdigit() and "-merge" not in step:
         return 2 * P * P  # each partition: its member of every file of the round before
-    return 2 * per_step[step] if step in per_step else None
+    return 2 * loads[step] if step in loads else None
 
 
 def main() -> None:
@@ -79,23 +82,18 @@ def main() -> None:
     wall = time.time() - start
     timings = json.loads((out / "dedup" / "_work" / "timings.json").read_text())
     budget = 10 * (F + P)
-    rounds = {s for s in timings["requests"] if s.startswith("r") and s[1:3].isdigit() and "merge" not in s}
     print(f"\ndedup wall {wall:.1f} s; budget per step 10 x (files + partitions) = {budget:,}")
     print(f"{'step':<22}{'now':>12}{'before':>14}  open / read / write now")
-    over = 0
-    exchange_now = exchange_before = 0
+    over, total_now, total_before = 0, 0, 0
     for step, kinds in timings["requests"].items():
-        now = sum(kinds.values())
-        was = before(step.split("-merge")[0] if "-merge" in step else step, F, P, rounds) if "-merge" not in step else None
+        now, was = sum(kinds.values()), before(step, F, P)
         over += now > budget
+        total_now += now
+        total_before += was or 0
         shown = f"{was:>14,}" if was is not None else f"{'-':>14}"
         print(f"{step:<22}{now:>12,}{shown}  {kinds.get('open', 0):,} / {kinds.get('read', 0):,} / {kinds.get('write', 0):,}")
-        exchange_now += now
-        exchange_before += was or 0
-    total_before = exchange_before
-    print(f"{'all steps':<22}{exchange_now:>12,}{total_before:>14,}  (before: the product-shaped loads alone)")
-    print(f"steps over the budget: {over}")
-
+    print(f"{'all steps':<22}{total_now:>12,}{total_before:>14,}")
+    print(f"largest step: {max(sum(k.values()) for k in timings['requests'].values()):,}; steps over the budget: {over}")
 
 if __name__ == "__main__":
     main()

@@ -18,8 +18,16 @@ import numpy as np
 
 from common.atomic import write_json
 from pipeline.corpus_io import SourceFile, list_source_files
-from pipeline.dedup.candidates import (BAND_ROW, IDS, REQUEST, bands_file, estimate_partition, lsh_partition,
-                                       signature_row, signatures_file)
+from pipeline.dedup.candidates import (
+    BAND_ROW,
+    IDS,
+    REQUEST,
+    bands_file,
+    estimate_partition,
+    lsh_partition,
+    signature_row,
+    signatures_file,
+)
 from pipeline.dedup.clusters import run_components
 from pipeline.dedup.config import DedupStageConfig, band_layout, content_settings, with_partitions, work_settings
 from pipeline.dedup.exact import exact_partition

@@ -6,18 +6,20 @@ files, ...) writes one *routed file* per task: its rows sorted by destination be
 index of offsets (layout.save_routed). Reading one piece of every such file from every
 destination would cost sources x destinations requests; instead merge steps group them:
 
-- a merge task takes up to ``MERGE_FANIN`` consecutive routed files covering the same
-  run of destinations, reads their indexes (one ranged read each), then streams their
-  rows in chunks of at most ``READ_BYTES`` (one ranged read per file and chunk, none
-  where a file has no rows there) into one routed file with each destination's rows in
-  source order. Its memory: the indexes and one chunk, whatever the data's size;
-- a level whose groups hold more than ``TASK_BYTES`` splits each group's destinations
-  into ranges, one task each, so no task streams more than about that much;
+- a merge task takes up to ``run.merge_fanin`` consecutive routed files covering the
+  same run of destinations, reads their indexes (one ranged read each), then streams
+  their rows in chunks of at most ``run.merge_read_bytes`` (one ranged read per file and
+  chunk, none where a file has no rows there) into one routed file with each
+  destination's rows in source order. Its memory: the indexes and one chunk, whatever
+  the data's size;
+- a level whose groups hold more than ``run.merge_task_bytes`` splits each group's
+  destinations into ranges, one task each, so no task streams more than about that much;
 - levels repeat until each destination is covered by one file. A destination's reader
   then makes at most three requests (open, its two offsets, its rows).
 
-Requests: about 3 per source file per level (log_FANIN(sources) levels, 1 below 64
-sources and 2 below 4,096), one write per merge task and 3 per destination. Each
+Requests: about 3 per source file per level (log_fanin(sources) levels: 1 up to 32
+sources, 2 up to 1,024), one more per file and level for each ``merge_read_bytes`` of
+rows, one write per merge task and 3 per destination. Each
 destination receives exactly the rows, in exactly the order, that reading every
 source's piece in source order would give, so no output depends on the grouping.
 """
@@ -33,10 +35,6 @@ import numpy as np
 from pipeline.dedup.config import DedupStageConfig
 from pipeline.dedup.layout import Layout, RoutedReader, read_routed, row_bytes, write_routed
 from pipeline.dedup.steps import GROUPS, Step, Steps
-
-MERGE_FANIN = 64  # routed files one merge task reads
-READ_BYTES = 32 << 20  # rows one merge task holds at a time (all its files together)
-TASK_BYTES = 1 << 30  # rows one merge task streams at most (where the level's sizes are known)
 
 
 @dataclass(frozen=True)
@@ -77,7 +75,7 @@ def run_exchange(steps: Steps, name: str, sources: list[Path], destinations: int
     pieces = [Piece(str(path), 0, destinations) for path in sources]
     level = 0
     while pieces:
-        groups = _plan(pieces)
+        groups = _plan(pieces, steps.cfg.run.merge_fanin, steps.cfg.run.merge_task_bytes)
         if all(len(inputs) == 1 and (first, last) == (inputs[0].first, inputs[0].last) for inputs, first, last in groups):
             return Exchange(dtype, tuple(pieces))
         level += 1
@@ -89,21 +87,21 @@ def run_exchange(steps: Steps, name: str, sources: list[Path], destinations: int
     return Exchange(dtype, ())
 
 
-def _plan(pieces: list[Piece]) -> list[tuple[list[Piece], int, int]]:
+def _plan(pieces: list[Piece], fanin: int, task_bytes: int) -> list[tuple[list[Piece], int, int]]:
     """The next level's tasks: (input pieces, first, last destination). Pieces covering
-    the same destinations merge by runs of MERGE_FANIN; a run bigger than TASK_BYTES is
+    the same destinations merge by runs of ``fanin``; a run bigger than ``task_bytes`` is
     split into destination ranges (the same ranges for every run of those destinations)."""
     by_range: dict[tuple[int, int], list[Piece]] = {}
     for piece in pieces:
         by_range.setdefault((piece.first, piece.last), []).append(piece)
     plan = []
     for (first, last), same in sorted(by_range.items()):
-        runs = [same[i : i + MERGE_FANIN] for i in range(0, len(same), MERGE_FANIN)]
+        runs = [same[i : i + fanin] for i in range(0, len(same), fanin)]
         if len(runs) == 1 and len(runs[0]) == 1:
             plan.append((runs[0], first, last))  # done: nothing to merge
             continue
         known = all(p.nbytes >= 0 for p in same)
-        split = max(-(-sum(p.nbytes for p in run) // TASK_BYTES) for run in runs) if known else 1
+        split = max(-(-sum(p.nbytes for p in run) // task_bytes) for run in runs) if known else 1
         split = max(1, min(split, last - first))
         bounds = [first + (last - first) * i // split for i in range(split + 1)]
         for a, b in zip(bounds[:-1], bounds[1:]):
@@ -123,19 +121,21 @@ def merge_group(cfg: DedupStageConfig, layout: Layout, g: int, task: tuple[list[
         counts = np.sum([np.diff(s) for s in starts], axis=0)
         offsets = np.zeros(last - first + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
-        write_routed(Path(out), offsets, width, _merged_chunks(readers, starts, offsets, width))
+        write_routed(Path(out), offsets, width, _merged_chunks(readers, starts, offsets, width, cfg.run.merge_read_bytes))
     finally:
         for r in readers:
             r.close()
     return {"bytes": int(offsets[-1]) * width}
 
 
-def _merged_chunks(readers: list[RoutedReader], starts: list[np.ndarray], offsets: np.ndarray, width: int):
-    """The merged rows, destination by destination, in chunks of about READ_BYTES."""
+def _merged_chunks(readers: list[RoutedReader], starts: list[np.ndarray], offsets: np.ndarray, width: int,
+                   read_bytes: int):
+    """The merged rows, destination by destination, in chunks of about ``read_bytes``
+    (or one destination's rows, where they are more)."""
     n = len(offsets) - 1
     d = 0
     while d < n:
-        e = int(np.searchsorted(offsets, offsets[d] + max(1, READ_BYTES // width), side="right")) - 1
+        e = int(np.searchsorted(offsets, offsets[d] + max(1, read_bytes // width), side="right")) - 1
         e = min(n, max(d + 1, e))
         rows, dest = [], []
         for reader, s in zip(readers, starts):
