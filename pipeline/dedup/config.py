@@ -59,7 +59,7 @@ class DuplicatesConfig:
 @dataclass(kw_only=True)
 class DedupRunConfig(RunConfig):
     # Hash partitions of the shuffles (exact, LSH, components); auto = one per
-    # PARTITION_INPUT_BYTES of input files (16 to 4,096): a task's memory stays flat as the corpus grows.
+    # PARTITION_INPUT_BYTES of input files (16 to 65,536): a task's memory stays flat as the corpus grows.
     partitions: Union[int, Literal["auto"]] = "auto"
     batch_docs: int = 512  # documents per signature batch
     chunk_bytes: int = 67108864  # uncompressed bytes per output .jsonl.zst chunk
@@ -95,7 +95,7 @@ class DedupStageConfig:
 
 
 PARTITION_INPUT_BYTES = 64 << 20
-MIN_PARTITIONS, MAX_PARTITIONS = 16, 4096
+MIN_PARTITIONS, MAX_PARTITIONS = 16, 65536  # the cap keeps routed files' indexes (8 bytes a partition) small
 
 
 def with_partitions(cfg: DedupStageConfig, input_bytes: int) -> DedupStageConfig:

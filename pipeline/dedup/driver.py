@@ -37,7 +37,7 @@ from pipeline.dedup.prepare import ROUTED_HASH_DTYPE, file_offsets, prepare_file
 from pipeline.dedup.reference import ReferenceIndex, load_reference_file, open_reference, write_index_manifest
 from pipeline.dedup.report import build_report, format_table, write_ledger, write_quarantine
 from pipeline.dedup.steps import FILES, INPUTS, PARTITIONS, REFERENCE, Step, Steps
-from pipeline.dedup.verify import SHINGLE_ROW, shingles_file, verify_partition
+from pipeline.dedup.verify import HASH, SET_ROW, shingles_file, verify_partition
 from pipeline.dedup.write import chunk_prefixes, write_file
 from pipeline.kernel import Stage, TaskRunner, digest, file_fingerprint
 
@@ -101,9 +101,11 @@ def _run_steps(cfg: DedupStageConfig, steps: Steps,
 
             unsure = run_exchange(steps, "unsure", [layout.unsure(p) for p in range(P)], len(numbers), REQUEST)
             parts = steps(Step("shingles", shingles_file, FILES, lambda f: (offsets, texts(f), unsure.piece(f))))
-            shingles = run_exchange(steps, "shingles", [layout.shingle_part(f, k) for f, r in zip(numbers, parts)
-                                                        for k in range(r["parts"])], P, SHINGLE_ROW)
-            verified = steps(Step("verify", verify_partition, PARTITIONS, lambda p: (offsets, shingles.piece(p))))
+            written = [(f, k) for f, r in zip(numbers, parts) for k in range(r["parts"])]
+            sets = run_exchange(steps, "sets", [layout.shingle_sets(f, k) for f, k in written], P, SET_ROW)
+            hashes = run_exchange(steps, "shingles", [layout.shingle_part(f, k) for f, k in written], P, HASH)
+            verified = steps(Step("verify", verify_partition, PARTITIONS,
+                                  lambda p: (offsets, sets.piece(p), hashes.piece(p))))
     run_components(steps, offsets, nonrep)
     names = [*refs, *(sf.label for sf in steps.files)]  # how documents are named in kept_id
     prefixes = chunk_prefixes(steps.files)

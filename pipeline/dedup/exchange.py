@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -129,19 +129,27 @@ def merge_group(cfg: DedupStageConfig, layout: Layout, g: int, task: tuple[list[
 
 
 def _merged_chunks(readers: list[RoutedReader], starts: list[np.ndarray], offsets: np.ndarray, width: int,
-                   read_bytes: int):
-    """The merged rows, destination by destination, in chunks of about ``read_bytes``
-    (or one destination's rows, where they are more)."""
-    n = len(offsets) - 1
+                   read_bytes: int) -> Iterator[np.ndarray]:
+    """The merged rows, destination by destination, each one's rows in source order, in
+    chunks of about ``read_bytes``: a run of destinations read with one ranged read per
+    source, or one destination too large for that read source by source, in pieces."""
+    n, per_read = len(offsets) - 1, max(1, read_bytes // width)
     d = 0
     while d < n:
-        e = int(np.searchsorted(offsets, offsets[d] + max(1, read_bytes // width), side="right")) - 1
-        e = min(n, max(d + 1, e))
-        rows, dest = [], []
-        for reader, s in zip(readers, starts):
-            data = reader.rows(int(s[d]), int(s[e]))
-            rows.append(np.frombuffer(data, dtype=f"V{width}"))
-            dest.append(np.repeat(np.arange(e - d), np.diff(s[d : e + 1])))
-        order = np.argsort(np.concatenate(dest), kind="stable")  # by destination, then source
-        yield np.concatenate(rows)[order].tobytes()
+        e = min(n, max(d + 1, int(np.searchsorted(offsets, offsets[d] + per_read, side="right")) - 1))
+        if e == d + 1 and offsets[e] - offsets[d] > per_read:
+            for reader, s in zip(readers, starts):
+                for a in range(int(s[d]), int(s[e]), per_read):
+                    yield np.frombuffer(reader.rows(a, min(a + per_read, int(s[e]))), dtype=f"V{width}")
+            d = e
+            continue
+        out = np.empty(int(offsets[e] - offsets[d]), dtype=f"V{width}")
+        counts = np.stack([np.diff(s[d : e + 1]) for s in starts])  # [source, destination]
+        earlier = np.cumsum(counts, axis=0) - counts  # rows of earlier sources in each destination
+        for i, (reader, s) in enumerate(zip(readers, starts)):
+            rows = np.frombuffer(reader.rows(int(s[d]), int(s[e])), dtype=f"V{width}")
+            # row j of destination k goes after the destination's rows of earlier sources
+            shift = offsets[d:e] - offsets[d] + earlier[i] - (s[d:e] - s[d])
+            out[np.repeat(shift, counts[i]) + np.arange(len(rows))] = rows
+        yield out
         d = e

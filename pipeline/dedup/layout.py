@@ -167,7 +167,7 @@ def save_routed(path: Path, rows: np.ndarray, dest: np.ndarray, destinations: in
     write_routed(path, offsets, width, [np.ascontiguousarray(rows[order]).tobytes()])
 
 
-def write_routed(path: Path, offsets: np.ndarray, width: int, chunks: Iterable[bytes]) -> None:
+def write_routed(path: Path, offsets: np.ndarray, width: int, chunks: Iterable[bytes | np.ndarray]) -> None:
     """A routed file from its index and its rows' bytes, streamed in destination order."""
     head = ROUTED_MAGIC + np.array([len(offsets) - 1, width], dtype="<i8").tobytes()
     with open_write(path) as fh:
@@ -283,8 +283,11 @@ class Layout:
 
     # 4c. shingles: per file, the shingle sets of the documents in undecided pairs, routed
     # to the partitions that asked (in parts of bounded size)
-    def shingle_part(self, f: int, part: int) -> Path:
+    def shingle_part(self, f: int, part: int) -> Path:  # the hashes of the sets
         return self.work / "shingles" / f"{file_key(f)}.{part:04d}.bin"
+
+    def shingle_sets(self, f: int, part: int) -> Path:  # (document, set size) of each
+        return self.work / "shingles" / f"{file_key(f)}.{part:04d}.sets.bin"
 
     # 4d. verify: per partition
     def verified(self, p: int) -> Path:  # every near-duplicate edge of the partition

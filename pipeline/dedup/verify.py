@@ -1,9 +1,9 @@
 """Steps 4c and 4d (verify=exact): the exact Jaccard of the pairs the estimate left open.
 
 4c. shingles: one task per file computes, once, the shingle set of each of its
-    documents that an undecided pair needs and routes it, as (document, hash) rows, to
-    each partition that asked for it, written in parts of at most PART_BYTES (memory
-    does not grow with the number of pairs).
+    documents that an undecided pair needs and routes it to each partition that asked
+    for it: its hashes in one routed file, (document, set size) rows in another, written
+    in parts of at most PART_BYTES (memory does not grow with the number of pairs).
 4d. verify: one task per partition reads the sets its undecided pairs need (one piece
     of the exchange) and keeps a pair when its Jaccard reaches the threshold.
 """
@@ -20,14 +20,15 @@ import pyarrow.parquet as pq
 from pipeline.dedup.candidates import REQUEST
 from pipeline.dedup.config import DedupStageConfig
 from pipeline.dedup.exchange import Piece, read_piece
-from pipeline.dedup.layout import Layout, load_npz, save_npy, save_routed
+from pipeline.dedup.layout import Layout, load_npz, save_npy, save_routed, write_routed
 from pipeline.dedup.reference import reference_texts
 from pipeline.normalize import clean_text
 from pipeline.shingles import jaccard, shingle_sets
 
 DOCS_PER_CHUNK = 256  # documents whose shingle sets are computed together
 PART_BYTES = 64 << 20  # rows a shingles task holds before it writes them as one part
-SHINGLE_ROW = np.dtype([("doc", "<i8"), ("hash", "<u8")])
+HASH = np.dtype("<u8")
+SET_ROW = np.dtype(("<i8", (2,)))  # (document, size of its set): its hashes follow the previous ones
 
 
 def shingles_file(cfg: DedupStageConfig, layout: Layout, file_no: int, offsets: np.ndarray,
@@ -58,29 +59,37 @@ def shingles_file(cfg: DedupStageConfig, layout: Layout, file_no: int, offsets: 
 
 
 class _Parts:
-    """Shingle rows buffered, then written as routed parts."""
+    """Shingle sets buffered (one entry per document and partition that asked for it),
+    then written as routed parts: entries ordered by partition, no per-row sort."""
 
     def __init__(self, layout: Layout, file_no: int, partitions: int):
         self.layout, self.file_no, self.partitions = layout, file_no, partitions
-        self.rows: list[np.ndarray] = []
-        self.dest: list[np.ndarray] = []
+        self.sets: list[np.ndarray] = []
+        self.docs: list[int] = []
+        self.dest: list[int] = []
         self.nbytes = 0
         self.written = 0
 
     def add(self, doc: int, hashes: np.ndarray, partition: int) -> None:
-        rows = np.empty(len(hashes), dtype=SHINGLE_ROW)
-        rows["doc"], rows["hash"] = doc, hashes
-        self.rows.append(rows)
-        self.dest.append(np.full(len(hashes), partition, dtype=np.int64))
-        self.nbytes += rows.nbytes
+        self.sets.append(hashes)
+        self.docs.append(int(doc))
+        self.dest.append(int(partition))
+        self.nbytes += HASH.itemsize * len(hashes)
 
     def flush(self, at_least: int) -> None:
         if self.nbytes == 0 or self.nbytes < at_least:
             return
-        save_routed(self.layout.shingle_part(self.file_no, self.written), np.concatenate(self.rows),
-                    np.concatenate(self.dest), self.partitions)
+        dest = np.array(self.dest, dtype=np.int64)
+        sizes = np.array([len(h) for h in self.sets], dtype=np.int64)
+        order = np.argsort(dest, kind="stable")
+        offsets = np.zeros(self.partitions + 1, dtype=np.int64)
+        np.cumsum(np.bincount(dest, weights=sizes, minlength=self.partitions).astype(np.int64), out=offsets[1:])
+        hashes = np.concatenate([self.sets[i] for i in order]).astype(HASH, copy=False)
+        write_routed(self.layout.shingle_part(self.file_no, self.written), offsets, HASH.itemsize, [hashes])
+        save_routed(self.layout.shingle_sets(self.file_no, self.written),
+                    np.stack((np.array(self.docs, dtype=np.int64), sizes), axis=1), dest, self.partitions)
         self.written += 1
-        self.rows, self.dest, self.nbytes = [], [], 0
+        self.sets, self.docs, self.dest, self.nbytes = [], [], [], 0
 
 
 def _cleaned_texts(table: Path, rows: set[int]) -> Iterator[str]:
@@ -95,21 +104,18 @@ def _cleaned_texts(table: Path, rows: set[int]) -> Iterator[str]:
             i += 1
 
 
-def verify_partition(cfg: DedupStageConfig, layout: Layout, p: int, offsets: np.ndarray, shingles: Piece | None) -> dict:
+def verify_partition(cfg: DedupStageConfig, layout: Layout, p: int, offsets: np.ndarray, sets: Piece | None,
+                     hashes: Piece | None) -> dict:
     """Edges of partition p: the decided ones plus undecided pairs with Jaccard >= threshold."""
     edges, unsure = load_npz(layout.decided(p), "edges"), load_npz(layout.decided(p), "unsure")
-    rows = read_piece(shingles, p, SHINGLE_ROW)
-    # each document's hashes are one run of rows (a document with no shingles has none)
-    starts = np.flatnonzero(np.r_[True, rows["doc"][1:] != rows["doc"][:-1]]) if len(rows) else np.empty(0, np.int64)
-    heads, hashes = rows["doc"][starts], np.ascontiguousarray(rows["hash"])
-    ends = np.append(starts[1:], len(rows))
-    order = np.argsort(heads)
-    heads, starts, ends = heads[order], starts[order], ends[order]
-    empty = np.empty(0, dtype="<u8")
+    docs, flat = read_piece(sets, p, SET_ROW), read_piece(hashes, p, HASH)
+    ends = np.cumsum(docs[:, 1])
+    order = np.argsort(docs[:, 0])
+    heads, starts, ends = docs[order, 0], (ends - docs[:, 1])[order], ends[order]
 
     def shingle_set(doc: int) -> np.ndarray:
         k = int(np.searchsorted(heads, doc))
-        return hashes[starts[k] : ends[k]] if k < len(heads) and heads[k] == doc else empty
+        return flat[starts[k] : ends[k]]
 
     keep = np.zeros(len(unsure), dtype=bool)
     for i, (a, b) in enumerate(unsure.tolist()):
