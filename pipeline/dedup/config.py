@@ -66,7 +66,7 @@ class DedupRunConfig(RunConfig):
     # The exchange between steps (pipeline/dedup/exchange.py): files one merge task
     # groups, rows it holds at a time (all its files together), rows it streams at most.
     merge_fanin: int = 32
-    merge_read_bytes: int = 134217728
+    merge_read_bytes: int = 67108864
     merge_task_bytes: int = 4294967296
 
     def __post_init__(self) -> None:
