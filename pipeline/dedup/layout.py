@@ -85,7 +85,7 @@ class RangeReader:
         if self.file is None:
             data = os.pread(self.fd, nbytes, offset)
         else:
-            data = self.file.read_at(nbytes, offset).to_pybytes()
+            data = self.file.read_at(nbytes, offset)  # one ranged GET
         if exact and len(data) != nbytes:
             raise OSError(f"{self.path}: {len(data)} bytes at offset {offset}, expected {nbytes} (truncated file)")
         return data
