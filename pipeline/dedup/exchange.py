@@ -3,7 +3,7 @@
 A step whose tasks each produce rows for every task of a later step (prepare's hash
 rows for the exact partitions, the exact partitions' non-representatives for the
 files, ...) writes one *routed file* per task: its rows sorted by destination behind an
-index of offsets (layout.save_routed). Reading one piece of every such file from every
+index of offsets (routed.save_routed). Reading one piece of every such file from every
 destination would cost sources x destinations requests; instead merge steps group them:
 
 - a merge task takes up to ``run.merge_fanin`` consecutive routed files covering the
