@@ -14,12 +14,18 @@ with several sizes tabulates: wall seconds per GB, per step, peak memory (PSS) o
 largest single process and of all processes together, peak driver RSS. The generated
 corpus is generated once, for the largest size; a smaller size runs on its first files
 (linked). Each size's dedup output is deleted after its run unless ``--keep``.
+
+``--baseline DIR`` also runs, on the same corpus and in the same run, the dedup of
+another checkout of this project (e.g. the commit before a change), prints both, and
+compares every published output file of the two (the manifest without its output path).
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
+import os
 import random
 import re
 import shutil
@@ -144,17 +150,18 @@ def text_bytes(path: Path) -> int:
     return sum(len(json.loads(line)["text"].encode()) for line in data.splitlines() if line)
 
 
-def run_size(args, docs: int) -> dict:
+def run_size(args, docs: int, code: Path = REPO, label: str = "") -> dict:
     out = Path(args.out)
     name = f"{docs}" if (args.exact, args.near) == (0.02, 0.03) else f"{docs}-e{args.exact}-n{args.near}"
     corpus = corpus_of(args, docs)
     nbytes = int((corpus / "DONE").read_text())
-    result_dir = out / f"dedup-{name}"
+    result_dir = out / f"dedup-{name}{label}"
     shutil.rmtree(result_dir, ignore_errors=True)
     cmd = [sys.executable, "-m", "pipeline.dedup", f"input={corpus}", f"output={result_dir}",
            f"run.num_cpus={args.num_cpus}", "run.progress=false", *args.override]
     start = time.time()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    proc = subprocess.Popen(cmd, cwd=code, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = {"driver_rss": 0, "rss": 0, "pss": 0, "uss": 0, "largest_pss": 0, "largest": ""}
     while proc.poll() is None:
         now = tree_memory(proc.pid)
@@ -173,10 +180,13 @@ def run_size(args, docs: int) -> dict:
     gb = nbytes / 1e9
     steps: dict[str, float] = {}
     for step, (step_wall, _) in timings.get("stages", {}).items():
-        group = "components" if step in ("route", "keep", "clusters") or step.startswith("r") and step[1:3].isdigit() else step
+        group = "components" if step in ("route", "ranks", "keep", "clusters") or step.startswith("r") and step[1:3].isdigit() else step
+        group = "merges" if "-merge" in step else group
         steps[group] = steps.get(group, 0.0) + step_wall / gb
     result = {
+        "code": label or "this checkout",
         "docs": docs,
+        "requests": sum(sum(kinds.values()) for kinds in timings.get("requests", {}).values()) or None,
         "planted_exact": args.exact,
         "planted_near": args.near,
         "candidate_pairs": int(pairs.group(1).replace(",", "")) if pairs else None,
@@ -196,19 +206,37 @@ def run_size(args, docs: int) -> dict:
         "returncode": proc.returncode,
     }
     print(json.dumps(result), flush=True)
-    (out / f"result-{name}.json").write_text(json.dumps(result, indent=1))
-    if not args.keep:
+    (out / f"result-{name}{label}.json").write_text(json.dumps(result, indent=1))
+    if not args.keep and not args.baseline:
         shutil.rmtree(result_dir, ignore_errors=True)
     return result
 
 
+def same_outputs(a: Path, b: Path) -> str:
+    """Whether two dedup outputs publish identical files (the manifest without its output path)."""
+    files = sorted(str(p.relative_to(a)) for p in a.rglob("*") if p.is_file() and "_work" not in p.parts)
+    other = sorted(str(p.relative_to(b)) for p in b.rglob("*") if p.is_file() and "_work" not in p.parts)
+    if files != other:
+        return f"different file lists ({len(files)} / {len(other)} files)"
+
+    def manifest(root: Path) -> dict:
+        m = json.loads((root / "manifest.json").read_text())
+        m.get("config", {}).pop("output", None)
+        return m
+
+    differ = [f for f in files if f != "manifest.json" and not filecmp.cmp(a / f, b / f, shallow=False)]
+    if manifest(a) != manifest(b):
+        differ.append("manifest.json")
+    return f"{len(files) - len(differ)}/{len(files)} files identical" + (f"; differ: {differ[:5]}" if differ else "")
+
+
 def table(results: list[dict]) -> str:
     steps = sorted({k for r in results for k in r["step_s_per_gb"]}, key=lambda k: -max(r["step_s_per_gb"].get(k, 0) for r in results))
-    head = ["docs", "GB", "job s/GB", "steps s/GB", *[f"{k}" for k in steps], "largest process PSS MB", "all PSS MB",
+    head = ["code", "docs", "GB", "job s/GB", "steps s/GB", *[f"{k}" for k in steps], "largest process PSS MB", "all PSS MB",
             "driver RSS MB"]
     rows = [head]
     for r in results:
-        rows.append([f"{r['docs']:,}", f"{r['gb']:.2f}", f"{r['s_per_gb']:.1f}", f"{r['steps_s_per_gb']:.1f}", *[f"{r['step_s_per_gb'].get(k, 0):.1f}" for k in steps],
+        rows.append([r.get("code", ""), f"{r['docs']:,}", f"{r['gb']:.2f}", f"{r['s_per_gb']:.1f}", f"{r['steps_s_per_gb']:.1f}", *[f"{r['step_s_per_gb'].get(k, 0):.1f}" for k in steps],
                      f"{r['peak_largest_process_pss_mb']:.0f}", f"{r['peak_total_pss_mb']:.0f}", f"{r['peak_driver_rss_mb']:.0f}"])
     return "\n".join("| " + " | ".join(row) + " |" for row in [rows[0], ["---"] * len(head), *rows[1:]])
 
@@ -248,10 +276,22 @@ def main() -> None:
                         help="fraction that are edited copies (raise it to see memory against candidate pairs)")
     parser.add_argument("--keep", action="store_true", help="keep each size's corpus and output")
     parser.add_argument("--plot", type=Path, help="write the curve as a PNG")
+    parser.add_argument("--baseline", type=Path, help="another checkout to run on the same corpora, for comparison")
     parser.add_argument("override", nargs="*", help="dedup config overrides, e.g. run.partitions=32")
     args = parser.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    results = [run_size(args, docs) for docs in args.docs]
+    results = []
+    for docs in args.docs:
+        if args.baseline:
+            results.append(run_size(args, docs, args.baseline.resolve(), "-baseline"))
+        results.append(run_size(args, docs))
+        if args.baseline:
+            out = Path(args.out)
+            print(f"{docs:,} documents, baseline and this checkout: "
+                  f"{same_outputs(out / f'dedup-{docs}-baseline', out / f'dedup-{docs}')}", flush=True)
+            if not args.keep:
+                for label in ("-baseline", ""):
+                    shutil.rmtree(out / f"dedup-{docs}{label}", ignore_errors=True)
     print(table(results))
     (Path(args.out) / "scale.json").write_text(json.dumps(results, indent=1))
     if args.plot:

@@ -7,21 +7,27 @@ what a step is (a name, a task function ``task(cfg, layout, number, ...)`` and t
 or partition numbers it runs over):
 
 1. prepare     per input file: read, normalize, clean once, filter, MinHash signatures
-               of the candidates, exact-hash rows split into hash partitions.
+               of the candidates, exact-hash rows routed to hash partitions.
 2. exact       per partition: identical normalized text -> edges to the group's
                representative (chosen by the keep rule).
-3. bands       per input file: band keys of exact representatives, split by key.
-4. lsh         per partition: (band, key) buckets -> candidate pairs; signature
-   (candidates) estimates decide the clear cases.
-4b. shingles   (verify=exact) per input file: shingle sets of the documents in
-    (verify)   undecided pairs, computed once.
+3. bands       per input file: band keys of exact representatives, routed by key.
+4. lsh         per partition: (band, key) buckets -> candidate pairs.
+   (candidates)
+4a. signatures per file: the signatures of the documents partitions asked for;
+    estimate   per partition: signature estimates decide the clear cases.
+   (candidates)
+4b. shingles   (verify=exact) per file: shingle sets of the documents in undecided
+    (verify)   pairs, computed once, sent to the partitions that need them.
 4c. verify     (verify=exact) per partition: exact Jaccard of undecided pairs.
 5. components  (clusters) connected components of the duplicate graph, distributed:
                alternating large-star and small-star rounds over edge partitions
-               until a star forest remains -> the document each component keeps.
+               until a star forest remains; ranks per file; keep -> the document
+               each component keeps.
 6. write       per input file: cleaned corpus chunks, ledger part, counts.
 Then the ledger, quarantine, report.json (report.py) and, last, manifest.json.
-Paths of every file live in layout.py, settings in config.py.
+Between steps, rows bound for every task of the next step go through an exchange
+(exchange.py: routed files grouped by merge steps). Paths of every file live in
+layout.py, settings in config.py.
 """
 
 from pipeline.dedup.config import DedupStageConfig, band_layout

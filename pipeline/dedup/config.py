@@ -60,15 +60,22 @@ class DuplicatesConfig:
 @dataclass(kw_only=True)
 class DedupRunConfig(RunConfig):
     # Hash partitions of the shuffles (exact, LSH, components); auto = one per
-    # PARTITION_INPUT_BYTES of input files (16 to 4,096): a task's memory stays flat as the corpus grows.
+    # PARTITION_INPUT_BYTES of input files (16 to 65,536): a task's memory stays flat as the corpus grows.
     partitions: Union[int, Literal["auto"]] = "auto"
     batch_docs: int = 512  # documents per signature batch
     chunk_bytes: int = 67108864  # uncompressed bytes per output .jsonl.zst chunk
+    # The exchange between steps (pipeline/dedup/exchange.py): files one merge task
+    # groups, rows it holds at a time (all its files together), rows it streams at most.
+    merge_fanin: int = 32
+    merge_read_bytes: int = 67108864
+    merge_task_bytes: int = 4294967296
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.partitions != "auto" and self.partitions < 1:
             raise ValueError("run.partitions must be at least 1 (or auto)")
+        if self.merge_fanin < 2 or self.merge_read_bytes < 1 or self.merge_task_bytes < 1:
+            raise ValueError("run.merge_fanin must be at least 2, run.merge_read_bytes and run.merge_task_bytes at least 1")
 
 
 @dataclass
@@ -90,7 +97,7 @@ class DedupStageConfig:
 
 
 PARTITION_INPUT_BYTES = 64 << 20
-MIN_PARTITIONS, MAX_PARTITIONS = 16, 4096  # the exchange between steps is partitions x files reads
+MIN_PARTITIONS, MAX_PARTITIONS = 16, 65536  # the cap keeps routed files' indexes (8 bytes a partition) small
 
 
 def with_partitions(cfg: DedupStageConfig, input_bytes: int) -> DedupStageConfig:
@@ -133,4 +140,5 @@ def work_settings(cfg: DedupStageConfig) -> dict[str, Any]:
     """What decides the work folder's files: the content plus how documents are batched
     and partitioned (files of another partitioning cannot be reused)."""
     run = cfg.run
-    return {**content_settings(cfg), "partitions": run.partitions, "batch_docs": run.batch_docs, "chunk_bytes": run.chunk_bytes}
+    return {**content_settings(cfg), "partitions": run.partitions, "batch_docs": run.batch_docs, "chunk_bytes": run.chunk_bytes,
+            "merge": [run.merge_fanin, run.merge_read_bytes, run.merge_task_bytes]}

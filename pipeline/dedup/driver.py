@@ -1,7 +1,8 @@
 """The dedup job: its steps, in order, on the stage kernel (pipeline.kernel).
 
 Each step is a module of this package; its tasks run on Ray and write only under
-``<output>/_work/<step>/``. A killed run resumes where it stopped, a dead worker's task
+``<output>/_work/<step>/``; where a step's tasks each write rows for every task of a
+later step, merge steps between them group those rows (exchange.py). A killed run resumes where it stopped, a dead worker's task
 is retried, and every result is sorted by document id, so the outputs are identical
 for any number of workers, partitions or batch sizes.
 """
@@ -16,16 +17,26 @@ import numpy as np
 
 from common.storage import Location, location, write_json
 from pipeline.corpus_io import SourceFile, list_source_files
-from pipeline.dedup.candidates import bands_file, lsh_partition
+from pipeline.dedup.candidates import (
+    BAND_ROW,
+    IDS,
+    REQUEST,
+    bands_file,
+    estimate_partition,
+    lsh_partition,
+    signature_row,
+    signatures_file,
+)
 from pipeline.dedup.clusters import run_components
 from pipeline.dedup.config import DedupStageConfig, band_layout, content_settings, with_partitions, work_settings
 from pipeline.dedup.exact import exact_partition
+from pipeline.dedup.exchange import run_exchange
 from pipeline.dedup.layout import CORPUS, INDEX, LEDGER, OUTPUTS, QUARANTINE, REPORT, Layout
-from pipeline.dedup.prepare import file_offsets, prepare_file
+from pipeline.dedup.prepare import ROUTED_HASH_DTYPE, file_offsets, prepare_file
 from pipeline.dedup.reference import ReferenceIndex, bridged, load_reference_file, open_reference, write_index_manifest
 from pipeline.dedup.report import build_report, format_table, write_ledger, write_quarantine
 from pipeline.dedup.steps import FILES, INPUTS, PARTITIONS, REFERENCE, Step, Steps
-from pipeline.dedup.verify import shingles_file, verify_partition
+from pipeline.dedup.verify import HASH, SET_ROW, shingles_file, verify_partition
 from pipeline.dedup.write import chunk_prefixes, write_file
 from pipeline.kernel import Stage, TaskRunner, digest, file_fingerprint
 
@@ -49,38 +60,54 @@ def run(cfg: DedupStageConfig) -> dict:
     runner = TaskRunner.from_config(stage, cfg.run)
     started, cpu_started = time.time(), time.process_time()
     layout = Layout(stage.work_root, len(reference.parts) if reference is not None else 0)
-    counts, offsets, candidates = _run_steps(cfg, runner, layout, files, inputs, reference)
+    steps = Steps(runner, cfg, layout, reference.parts if reference is not None else [], files, inputs)
+    counts, offsets, candidates = _run_steps(cfg, steps, reference)
     report = _write_outputs(cfg, stage, layout, files, counts, offsets, candidates)
-    _print_timing(runner, report, stage, started, cpu_started)
+    _print_timing(runner, steps.requests, report, stage, started, cpu_started)
     return report
 
 
-def _run_steps(cfg: DedupStageConfig, runner: TaskRunner, layout: Layout, files: list[SourceFile],
-               inputs: list[dict], reference: ReferenceIndex | None) -> tuple[list[dict], np.ndarray, tuple[int, int]]:
+def _run_steps(cfg: DedupStageConfig, steps: Steps,
+               reference: ReferenceIndex | None) -> tuple[list[dict], np.ndarray, tuple[int, int]]:
     """The steps in order; returns the write step's counts per input file, the file
     offsets and (candidate pairs, verified pairs). File numbers: the reference's index
     parts first (none without a reference), then the input files."""
-    refs = reference.parts if reference is not None else []
-    steps = Steps(runner, cfg, layout, refs, files, inputs)
+    refs, layout, P = steps.reference_parts, steps.layout, cfg.run.partitions
     counts = steps(Step("reference", load_reference_file, REFERENCE, lambda f: (refs[f],))) if refs else []
     prepared = steps(Step("prepare", prepare_file, INPUTS, lambda f: (steps.source(f),), reads_input=True))
     offsets = file_offsets([r["docs"] for r in counts + prepared])
+    numbers = range(len(offsets) - 1)  # every file's number: reference parts, then inputs
+    nonrep = None
     if cfg.duplicates.exact:
-        steps(Step("exact", exact_partition, PARTITIONS, (offsets,)))
+        hashes = run_exchange(steps, "hash", [layout.hash_rows(f) for f in numbers], P, ROUTED_HASH_DTYPE)
+        steps(Step("exact", exact_partition, PARTITIONS, lambda p: (offsets, hashes.piece(p))))
+        nonrep = run_exchange(steps, "nonrep", [layout.nonrep(p) for p in range(P)], len(numbers), IDS)
     candidates = verified = []
     if cfg.duplicates.near:
-        steps(Step("bands", bands_file, FILES, (offsets,)))
-        candidates = verified = steps(Step("lsh", lsh_partition, PARTITIONS, (offsets,)))
+        steps(Step("bands", bands_file, FILES, lambda f: (offsets, nonrep.piece(f) if nonrep is not None else None)))
+        bands = run_exchange(steps, "bands", [layout.bands(f) for f in numbers], P, BAND_ROW)
+        candidates = verified = steps(Step("lsh", lsh_partition, PARTITIONS, lambda p: (offsets, bands.piece(p))))
+        if cfg.lsh.verify != "none":
+            wanted = run_exchange(steps, "wanted", [layout.wanted(p) for p in range(P)], len(numbers), REQUEST)
+            steps(Step("signatures", signatures_file, FILES, lambda f: (offsets, wanted.piece(f))))
+            signatures = run_exchange(steps, "signatures", [layout.signature_rows(f) for f in numbers], P,
+                                      signature_row(cfg.minhash.num_perm))
+            verified = steps(Step("estimate", estimate_partition, PARTITIONS, lambda p: (offsets, signatures.piece(p))))
         if cfg.lsh.verify == "exact":
 
             def texts(f: int) -> tuple[str, str] | None:  # where a reference file's texts are
                 return (str(reference.corpus), str(refs[f])) if f < len(refs) else None
 
-            steps(Step("shingles", shingles_file, FILES, lambda f: (offsets, texts(f))))
-            verified = steps(Step("verify", verify_partition, PARTITIONS, (offsets,)))
-    run_components(steps, offsets)
-    names = [*refs, *(sf.label for sf in files)]  # how documents are named in kept_id
-    prefixes = chunk_prefixes(files)
+            unsure = run_exchange(steps, "unsure", [layout.unsure(p) for p in range(P)], len(numbers), REQUEST)
+            parts = steps(Step("shingles", shingles_file, FILES, lambda f: (offsets, texts(f), unsure.piece(f))))
+            written = [(f, k) for f, r in zip(numbers, parts) for k in range(r["parts"])]
+            sets = run_exchange(steps, "sets", [layout.shingle_sets(f, k) for f, k in written], P, SET_ROW)
+            hashes = run_exchange(steps, "shingles", [layout.shingle_part(f, k) for f, k in written], P, HASH)
+            verified = steps(Step("verify", verify_partition, PARTITIONS,
+                                  lambda p: (offsets, sets.piece(p), hashes.piece(p))))
+    run_components(steps, offsets, nonrep)
+    names = [*refs, *(sf.label for sf in steps.files)]  # how documents are named in kept_id
+    prefixes = chunk_prefixes(steps.files)
     counts = steps(Step("write", write_file, INPUTS,
                         lambda f: (steps.source(f), offsets, names, prefixes[f - len(refs)])))
     return counts, offsets, (sum(r["candidates"] for r in candidates), sum(r["edges"] for r in verified))
@@ -116,7 +143,8 @@ def _write_outputs(cfg: DedupStageConfig, stage: Stage, layout: Layout, files: l
     return report
 
 
-def _print_timing(runner: TaskRunner, report: dict, stage: Stage, started: float, cpu_started: float) -> None:
+def _print_timing(runner: TaskRunner, requests: dict[str, dict[str, int]], report: dict, stage: Stage,
+                  started: float, cpu_started: float) -> None:
     wall = time.time() - started
     print(f"dedup: {report['total']['bytes_in'] / 1e6:,.1f} MB in {wall:,.1f} s -> {stage.output}", file=sys.stderr)
     if not runner.timings:
@@ -128,8 +156,10 @@ def _print_timing(runner: TaskRunner, report: dict, stage: Stage, started: float
     print(f"dedup: {report['total']['bytes_in'] / 1e6 / max(cpu, 1e-9):.2f} MB/s per CPU-second (tasks + driver)",
           file=sys.stderr)
     if stage.work_root.exists():
+        # requests: storage requests per step through the layout helpers, by kind (steps
+        # resumed from an earlier run count that run's)
         write_json(Layout(stage.work_root).timings(), {"wall_seconds": wall, "cpu_seconds": cpu, "stages": timings,
-                                                  "bytes_in": report["total"]["bytes_in"]})
+                                                       "bytes_in": report["total"]["bytes_in"], "requests": requests})
 
 
 def _read_report(output: Location) -> dict:

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import tempfile
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -38,68 +37,121 @@ def part_key(p: int) -> str:
     return f"p{p:04d}"
 
 
-def _source(path: Path | Location) -> Path | io.BytesIO:
-    """What numpy reads: the local file itself, or an object's bytes (one whole read)."""
-    loc = location(path)
-    return loc.local_path if loc.is_local else io.BytesIO(loc.read_bytes())
+# Storage requests this process made through these helpers, by kind: "open" (an object
+# opened for reading: a HEAD on an object store), "read" (one whole or ranged GET) and
+# "write" (one committed object). The step runner reports them per task.
+REQUESTS: Counter = Counter()
 
 
-def load_npy(path: Path | Location, mmap: bool = False) -> np.ndarray:
-    source = _source(path)
-    return np.load(source, mmap_mode="r" if mmap and isinstance(source, Path) else None, allow_pickle=False)
+def reset_requests() -> None:
+    REQUESTS.clear()
 
 
-def save_npy(path: Path | Location, array: np.ndarray) -> None:
+def requests_made() -> dict[str, int]:
+    return dict(REQUESTS)
+
+
+@contextmanager
+def open_write(path: Path | Location) -> Iterator[BinaryIO]:
+    """A binary writer whose file appears, whole, only when the block succeeds."""
+    REQUESTS["write"] += 1
     with location(path).open_write() as fh:
-        np.save(fh, array, allow_pickle=False)
-
-
-def save_npz(path: Path | Location, **arrays: np.ndarray) -> None:
-    with location(path).open_write() as fh:
-        np.savez(fh, **arrays)
-
-
-def open_npz(path: Path | Location) -> np.lib.npyio.NpzFile:
-    """An .npz archive (a context manager) to read several arrays of."""
-    return np.load(_source(path), allow_pickle=False)
-
-
-def open_table(path: Path | Location) -> pq.ParquetFile:
-    """A parquet file to read in batches (positioned reads on an object store)."""
-    loc = location(path)
-    return pq.ParquetFile(str(loc.local_path) if loc.is_local else loc.open_random())
+        yield fh
 
 
 @contextmanager
 def local_output(path: Path | Location) -> Iterator[Path]:
     """A local file to write that becomes ``path`` whole when the block ends cleanly (for
     writers that need a file name: parquet writers, streamed binary files)."""
+    REQUESTS["write"] += 1
     with spooled(location(path)) as local:
         yield local
 
 
-class Positioned:
-    """Positioned reads of one file: ``os.pread`` on a local file. An object is first copied
-    whole to a local temporary file (one streamed GET, not one ranged request per read; the
-    copy is deleted on ``close``)."""
+class RangeReader:
+    """Positioned reads of one file: each ``read_at`` is one storage request (``os.pread`` on
+    a local file, one ranged GET of an object)."""
 
     def __init__(self, path: Path | Location):
-        loc = location(path)
-        self.spool = None
-        if not loc.is_local:
-            self.spool = tempfile.NamedTemporaryFile(prefix="positioned-", suffix=f"-{loc.name}")
-            with loc.open_read() as src:
-                shutil.copyfileobj(src, self.spool, 8 << 20)
-            self.spool.flush()
-        self.fd = os.open(self.spool.name if self.spool else loc.local_path, os.O_RDONLY)
+        REQUESTS["open"] += 1
+        self.path = location(path)
+        if self.path.is_local:
+            self.fd, self.file = os.open(self.path.local_path, os.O_RDONLY), None
+        else:
+            self.fd, self.file = None, self.path.open_random()
 
-    def read(self, nbytes: int, offset: int) -> bytes:
-        return os.pread(self.fd, nbytes, offset)
+    def read_at(self, nbytes: int, offset: int, exact: bool = True) -> bytes:
+        REQUESTS["read"] += 1
+        if self.file is None:
+            data = os.pread(self.fd, nbytes, offset)
+        else:
+            data = self.file.read_at(nbytes, offset)  # one ranged GET
+        if exact and len(data) != nbytes:
+            raise OSError(f"{self.path}: {len(data)} bytes at offset {offset}, expected {nbytes} (truncated file)")
+        return data
 
     def close(self) -> None:
-        os.close(self.fd)
-        if self.spool is not None:
-            self.spool.close()
+        if self.file is None:
+            os.close(self.fd)
+        else:
+            self.file.close()
+
+    def __enter__(self) -> "RangeReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_whole(path: Path | Location) -> bytes:
+    """A file's bytes in one read."""
+    REQUESTS["open"] += 1
+    REQUESTS["read"] += 1
+    return location(path).read_bytes()
+
+
+def load_npy(path: Path | Location, mmap: bool = False) -> np.ndarray:
+    loc = location(path)
+    if mmap and loc.is_local:  # pages read on demand: counted as one read
+        REQUESTS["open"] += 1
+        REQUESTS["read"] += 1
+        return np.load(loc.local_path, mmap_mode="r", allow_pickle=False)
+    return np.load(io.BytesIO(read_whole(loc)), allow_pickle=False)
+
+
+def save_npy(path: Path | Location, array: np.ndarray) -> None:
+    with open_write(path) as fh:
+        np.save(fh, array, allow_pickle=False)
+
+
+def save_npz(path: Path | Location, **arrays: np.ndarray) -> None:
+    with open_write(path) as fh:
+        np.savez(fh, **arrays)
+
+
+def open_npz(path: Path | Location) -> np.lib.npyio.NpzFile:
+    """An .npz archive (a context manager) to read several arrays of (one read)."""
+    return np.load(io.BytesIO(read_whole(path)), allow_pickle=False)
+
+
+def load_npz(path: Path | Location, name: str) -> np.ndarray:
+    with open_npz(path) as z:
+        return z[name]
+
+
+def open_table(path: Path | Location) -> pq.ParquetFile:
+    """A parquet file to read in batches (positioned reads on an object store)."""
+    REQUESTS["open"] += 1
+    loc = location(path)
+    return pq.ParquetFile(str(loc.local_path) if loc.is_local else loc.open_random())
+
+
+def read_table(path: Path | Location, columns: list[str] | None = None):
+    """A whole parquet file as a table."""
+    loc = location(path)
+    if loc.is_local:
+        return pq.read_table(str(loc.local_path), columns=columns)
+    return open_table(loc).read(columns=columns)
 
 
 class NpyRows:
@@ -108,8 +160,8 @@ class NpyRows:
     (a mapped file's pages would stay in the task's resident memory)."""
 
     def __init__(self, path: Path | Location):
-        self.file = Positioned(path)
-        head = io.BytesIO(self.file.read(4096, 0))  # magic and header: well under 4 KiB
+        self.reader = RangeReader(path)
+        head = io.BytesIO(self.reader.read_at(_NPY_HEAD_BYTES, 0, exact=False))
         version = np.lib.format.read_magic(head)
         header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = header(head)
@@ -119,35 +171,26 @@ class NpyRows:
         self.shape, self.dtype = shape, np.dtype(dtype)
         self.row_bytes = shape[1] * self.dtype.itemsize
 
-    def rows(self, index: np.ndarray) -> np.ndarray:
-        """Rows ``index`` (any order), read run by run of consecutive rows."""
+    def rows(self, index: np.ndarray, gap_bytes: int = 1 << 16) -> np.ndarray:
+        """Rows ``index`` (any order), one read per run of wanted rows less than
+        ``gap_bytes`` apart (reading a short gap costs less than another request)."""
         out = np.empty((len(index), self.shape[1]), dtype=self.dtype)
         order = np.argsort(index, kind="stable")
         wanted = index[order]
-        breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
+        breaks = np.flatnonzero(np.diff(wanted) > max(1, gap_bytes // self.row_bytes)) + 1
         for run in np.split(np.arange(len(wanted)), breaks):
             if len(run) == 0:
                 continue
-            first, count = int(wanted[run[0]]), len(run)
-            data = self.file.read(count * self.row_bytes, self.offset + first * self.row_bytes)
-            out[order[run]] = np.frombuffer(data, dtype=self.dtype).reshape(count, self.shape[1])
+            first, count = int(wanted[run[0]]), int(wanted[run[-1]]) - int(wanted[run[0]]) + 1
+            data = self.reader.read_at(count * self.row_bytes, self.offset + first * self.row_bytes)
+            out[order[run]] = np.frombuffer(data, dtype=self.dtype).reshape(count, self.shape[1])[wanted[run] - first]
         return out
 
     def close(self) -> None:
-        self.file.close()
+        self.reader.close()
 
 
-def load_npz(path: Path | Location, name: str) -> np.ndarray:
-    with open_npz(path) as z:
-        return z[name]
-
-
-def read_table(path: Path | Location, columns: list[str] | None = None):
-    """A whole parquet file as a table."""
-    loc = location(path)
-    if loc.is_local:
-        return pq.read_table(str(loc.local_path), columns=columns)
-    return open_table(loc).read(columns=columns)
+_NPY_HEAD_BYTES = 4096  # enough for the header of any 2-D array numpy writes
 
 
 @dataclass(frozen=True)
@@ -165,8 +208,8 @@ class Layout:
     def meta(self, f: int) -> Location:  # status, keep rank and line of every document (npz)
         return self._prepared(f) / f"{file_key(f)}.meta.npz"
 
-    def hash_rows(self, f: int) -> Location:  # exact-hash rows split by partition (npz)
-        return self._prepared(f) / f"{file_key(f)}.hash.npz"
+    def hash_rows(self, f: int) -> Location:  # exact-hash rows routed by partition
+        return self._prepared(f) / f"{file_key(f)}.hash.bin"
 
     def signatures(self, f: int) -> Location:  # MinHash signatures of the file's candidates
         return self._prepared(f) / f"{file_key(f)}.sig.npy"
@@ -178,40 +221,55 @@ class Layout:
         return self._prepared(f) / f"{file_key(f)}.siglocal.npy"
 
     # 2. exact: per partition
-    def exact(self, p: int) -> Location:  # edges to each group's representative, non-representatives
+    def exact(self, p: int) -> Location:  # edges to each group's representative
         return self.work / "exact" / f"{part_key(p)}.npz"
 
+    def nonrep(self, p: int) -> Location:  # non-representatives, routed by file
+        return self.work / "exact" / f"{part_key(p)}.nonrep.bin"
+
     # 3. bands: per input file
-    def bands(self, f: int) -> Location:  # (band key, document) rows split by partition
-        return self.work / "bands" / f"{file_key(f)}.npz"
+    def bands(self, f: int) -> Location:  # (band key, document) rows routed by partition
+        return self.work / "bands" / f"{file_key(f)}.bin"
 
     # 4. lsh: per partition
-    def lsh(self, p: int) -> Location:  # decided edges, undecided pairs, candidate count
-        return self.work / "lsh" / f"{part_key(p)}.npz"
+    def pairs(self, p: int) -> Location:  # candidate pairs
+        return self.work / "lsh" / f"{part_key(p)}.pairs.npy"
 
-    # 4b. shingles: per input file (only documents in undecided pairs)
-    def shingle_ids(self, f: int) -> Location:
-        return self.work / "shingles" / f"{file_key(f)}.ids.npy"
+    def wanted(self, p: int) -> Location:  # (document, p) of the candidate pairs, routed by file
+        return self.work / "lsh" / f"{part_key(p)}.wanted.bin"
 
-    def shingle_bounds(self, f: int) -> Location:
-        return self.work / "shingles" / f"{file_key(f)}.bounds.npy"
+    # 4a. signatures: per file, the signatures partitions asked for, routed back to them
+    def signature_rows(self, f: int) -> Location:
+        return self.work / "signatures" / f"{file_key(f)}.bin"
 
-    def shingle_hashes(self, f: int) -> Location:  # flat little-endian uint64 sets
-        return self.work / "shingles" / f"{file_key(f)}.hashes.bin"
+    # 4b. estimate: per partition
+    def decided(self, p: int) -> Location:  # decided edges, undecided pairs
+        return self.work / "estimate" / f"{part_key(p)}.npz"
 
-    # 4c. verify: per partition
+    def unsure(self, p: int) -> Location:  # (document, p) of the undecided pairs, routed by file
+        return self.work / "estimate" / f"{part_key(p)}.unsure.bin"
+
+    # 4c. shingles: per file, the shingle sets of the documents in undecided pairs, routed
+    # to the partitions that asked (in parts of bounded size)
+    def shingle_part(self, f: int, part: int) -> Location:  # the hashes of the sets
+        return self.work / "shingles" / f"{file_key(f)}.{part:04d}.bin"
+
+    def shingle_sets(self, f: int, part: int) -> Location:  # (document, set size) of each
+        return self.work / "shingles" / f"{file_key(f)}.{part:04d}.sets.bin"
+
+    # 4d. verify: per partition
     def verified(self, p: int) -> Location:  # every near-duplicate edge of the partition
         return self.work / "verify" / f"{part_key(p)}.npy"
 
     # 5. components: star rounds per node partition, then the keep rule per component
     def graph(self, step: str, p: int) -> Location:  # a round's edges (and labels) routed by partition
-        return self.work / step / f"{part_key(p)}.npz"
+        return self.work / step / f"{part_key(p)}.bin"
 
-    def kept_nodes(self, p: int) -> Location:  # sorted nodes of partition p's components ...
-        return self.work / "keep" / f"{part_key(p)}.nodes.npy"
+    def ranked(self, f: int) -> Location:  # (node, component, rank) of file f's labelled nodes, routed by component
+        return self.work / "ranks" / f"{file_key(f)}.bin"
 
-    def kept_of_nodes(self, p: int) -> Location:  # ... and the document each one's component keeps
-        return self.work / "keep" / f"{part_key(p)}.kept.npy"
+    def kept(self, p: int) -> Location:  # (node, kept document) of partition p's components, routed by file
+        return self.work / "keep" / f"{part_key(p)}.bin"
 
     def clusters(self, f: int) -> Location:  # per document of file f: kept dense id, duplicate kind
         return self.work / "clusters" / f"{file_key(f)}.npz"
@@ -232,6 +290,10 @@ class Layout:
     @staticmethod
     def index_name(f: int) -> str:
         return f"{file_key(f)}.npz"
+
+    # an exchange's merge steps: one file per group
+    def merged(self, step: str, g: int) -> Location:
+        return self.work / step / f"g{g:05d}.bin"
 
     def timings(self) -> Location:
         return self.work / "timings.json"

@@ -1,6 +1,6 @@
 """Step 1, one task per input file: read, normalize, clean once, filter, and sign the
 candidates. Writes the file's document table (parquet, streamed in row groups), the
-MinHash signatures of its candidates and its exact-hash rows split into partitions."""
+MinHash signatures of its candidates and its exact-hash rows routed by partition."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ import xxhash
 from common.storage import Location
 from pipeline.corpus_io import Rejected, SourceFile, iter_file
 from pipeline.dedup.config import DedupStageConfig, hasher, keep_rank
-from pipeline.dedup.layout import Layout, local_output, part_key, save_npy, save_npz
+from pipeline.dedup.layout import Layout, local_output, save_npy, save_npz
+from pipeline.dedup.routed import load_routed, save_routed
 from pipeline.filters import build_filter
 from pipeline.normalize import clean_text, normalize_text
 
 STATUS_CODES = {"candidate": 0, "filtered": 1, "rejected": 2}
 HASH_DTYPE = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("rank", "<i8"), ("local", "<i8")])
+ROUTED_HASH_DTYPE = np.dtype(HASH_DTYPE.descr + [("file", "<i8")])  # as exchanged: with the file number
 TABLE_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -63,8 +65,7 @@ def prepare_file(cfg: DedupStageConfig, layout: Layout, file_no: int, sf: Source
     n = len(table.status)
     signer.save(layout, file_no)
     hash_rows = np.array(hashes, dtype=HASH_DTYPE) if hashes else np.empty(0, dtype=HASH_DTYPE)
-    parts = (hash_rows["hi"] % np.uint64(cfg.run.partitions)).astype(np.int64)
-    save_npz(layout.hash_rows(file_no), **{part_key(p): hash_rows[parts == p] for p in range(cfg.run.partitions)})
+    save_hash_rows(cfg, layout, file_no, hash_rows)
     ranks = np.zeros(n, dtype=np.int64)
     ranks[hash_rows["local"]] = hash_rows["rank"]
     save_npz(layout.meta(file_no), status=np.array(table.status, dtype=np.int8), rank=ranks,
@@ -139,6 +140,25 @@ class _Signer:
         save_npy(layout.signatures(file_no), np.concatenate(self.sigs) if self.sigs else np.empty((0, k), dtype=np.uint32))
         save_npy(layout.signature_valid(file_no), np.concatenate(self.valid) if self.valid else np.empty(0, dtype=bool))
         save_npy(layout.signature_docs(file_no), np.array(self.local, dtype=np.int64))
+
+
+def save_hash_rows(cfg: DedupStageConfig, layout: Layout, file_no: int, rows: np.ndarray) -> None:
+    """A file's exact-hash rows (HASH_DTYPE), routed to their partitions for the exact step."""
+    routed = np.empty(len(rows), dtype=ROUTED_HASH_DTYPE)
+    for name in HASH_DTYPE.names:
+        routed[name] = rows[name]
+    routed["file"] = file_no
+    save_routed(layout.hash_rows(file_no), routed, (rows["hi"] % np.uint64(cfg.run.partitions)).astype(np.int64),
+                cfg.run.partitions)
+
+
+def load_hash_rows(layout: Layout, file_no: int) -> np.ndarray:
+    """Every exact-hash row of a file (HASH_DTYPE), in partition order."""
+    routed = load_routed(layout.hash_rows(file_no), ROUTED_HASH_DTYPE)
+    rows = np.empty(len(routed), dtype=HASH_DTYPE)
+    for name in HASH_DTYPE.names:
+        rows[name] = routed[name]
+    return rows
 
 
 def file_offsets(doc_counts: list[int]) -> np.ndarray:

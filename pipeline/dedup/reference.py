@@ -39,7 +39,8 @@ from pipeline.components import best_members
 from pipeline.corpus_io import Rejected, SourceFile, iter_file
 from pipeline.dedup.config import DedupStageConfig
 from pipeline.dedup.layout import INDEX, Layout, file_of, load_npy, load_npz, open_npz, part_key, save_npy, save_npz
-from pipeline.dedup.prepare import HASH_DTYPE, STATUS_CODES
+from pipeline.dedup.prepare import HASH_DTYPE, STATUS_CODES, load_hash_rows, save_hash_rows
+from pipeline.dedup.routed import read_routed, save_routed
 from pipeline.kernel import file_key
 from pipeline.normalize import clean_text
 
@@ -49,6 +50,7 @@ REMOVED_RANK = REFERENCE_RANK + 1  # ... the kept one of a cluster before the on
 REMOVED = "removed"  # index/removed/: texts of the removed documents (for the exact Jaccard)
 # What the index's signatures and hashes depend on: a run against it must agree.
 COMPATIBLE = ("normalize", "minhash")
+EDGE = np.dtype(("<i8", (2,)))  # (removed reference document, its cluster's kept one)
 
 
 def write_index_part(layout: Layout, file_no: int, written: dict[str, list], chunks: list[str],
@@ -57,8 +59,7 @@ def write_index_part(layout: Layout, file_no: int, written: dict[str, list], chu
     kept dense id, place in the corpus or in index/removed) with its text hash and
     signature from prepare, and its cluster's kept document as a row of this index."""
     local = np.array(written["local"], dtype=np.int64)
-    with open_npz(layout.hash_rows(file_no)) as parts:
-        rows = np.concatenate([parts[key] for key in sorted(parts.files)]) if parts.files else np.empty(0, HASH_DTYPE)
+    rows = load_hash_rows(layout, file_no)
     rows = rows[np.argsort(rows["local"])]
     at = np.searchsorted(rows["local"], local)
     signed = load_npy(layout.signature_docs(file_no))
@@ -154,13 +155,12 @@ def load_reference_file(cfg: DedupStageConfig, layout: Layout, file_no: int, par
     rank = np.where(removed, REMOVED_RANK, REFERENCE_RANK).astype(np.int64)
     rows = np.empty(n, dtype=HASH_DTYPE)
     rows["hi"], rows["lo"], rows["rank"], rows["local"] = hi, lo, rank, np.arange(n)
-    where = (rows["hi"] % np.uint64(cfg.run.partitions)).astype(np.int64)
-    save_npz(layout.hash_rows(file_no), **{part_key(p): rows[where == p] for p in range(cfg.run.partitions)})
+    save_hash_rows(cfg, layout, file_no, rows)
     save_npz(layout.meta(file_no), status=np.full(n, STATUS_CODES["candidate"], dtype=np.int8),
              rank=rank, line=np.arange(1, n + 1, dtype=np.int64))
     edges = np.stack([first[file_no] + np.flatnonzero(removed), first[kept_part[removed]] + kept_row[removed]], axis=1)
     at = (edges[:, 0] % cfg.run.partitions).astype(np.int64)
-    save_npz(_edges_path(layout, file_no), **{part_key(p): edges[at == p] for p in range(cfg.run.partitions)})
+    save_routed(_edges_path(layout, file_no), edges, at, cfg.run.partitions)
     if not cfg.duplicates.near:
         sig, valid = np.empty((0, cfg.minhash.num_perm), dtype=np.uint32), np.empty(0, dtype=bool)
     save_npy(layout.signatures(file_no), sig)
@@ -176,12 +176,12 @@ def _part_offsets(index: Location) -> np.ndarray:
 
 
 def _edges_path(layout: Layout, file_no: int) -> Location:
-    return layout.meta(file_no).with_name(f"{file_key(file_no)}.edges.npz")
+    return layout.meta(file_no).with_name(f"{file_key(file_no)}.edges.bin")
 
 
-def reference_edges(layout: Layout, p: int) -> np.ndarray:
+def reference_edges(layout: Layout, p: int, partitions: int) -> np.ndarray:
     """Edge partition p's (removed reference document, its cluster's kept document) edges."""
-    parts = [load_npz(_edges_path(layout, f), part_key(p)) for f in range(layout.reference_files)]
+    parts = [read_routed(_edges_path(layout, f), partitions, p, EDGE) for f in range(layout.reference_files)]
     return np.concatenate(parts) if parts else np.empty((0, 2), dtype=np.int64)
 
 
@@ -195,7 +195,7 @@ def bridged_documents(labels: np.ndarray, rank: np.ndarray, fixed: np.ndarray) -
 
 
 def bridged_path(layout: Layout, p: int) -> Location:
-    return layout.kept_nodes(p).with_name(f"{part_key(p)}.bridged.npy")
+    return layout.kept(p).with_name(f"{part_key(p)}.bridged.npy")
 
 
 def bridged(layout: Layout, partitions: int, reference: Location | None) -> dict:

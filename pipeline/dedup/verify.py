@@ -1,10 +1,11 @@
-"""Steps 4b and 4c (verify=exact): the exact Jaccard of the pairs the estimate left open.
+"""Steps 4c and 4d (verify=exact): the exact Jaccard of the pairs the estimate left open.
 
-4b. shingles: one task per input file computes, once, the shingle set of each of its
-    documents that an undecided pair needs, streamed to one flat little-endian uint64
-    file plus per-document bounds (memory does not grow with the number of pairs).
-4c. verify: one task per partition reads both sets of each undecided pair with
-    positioned reads and keeps the pair when their Jaccard reaches the threshold.
+4c. shingles: one task per file computes, once, the shingle set of each of its
+    documents that an undecided pair needs and routes it to each partition that asked
+    for it: its hashes in one routed file, (document, set size) rows in another, written
+    in parts of at most PART_BYTES (memory does not grow with the number of pairs).
+4d. verify: one task per partition reads the sets its undecided pairs need (one piece
+    of the exchange) and keeps a pair when its Jaccard reaches the threshold.
 """
 
 from __future__ import annotations
@@ -15,39 +16,80 @@ from typing import Iterator
 import numpy as np
 
 from common.storage import Location, location
+from pipeline.dedup.candidates import REQUEST
 from pipeline.dedup.config import DedupStageConfig
-from pipeline.dedup.layout import Layout, Positioned, file_of, load_npy, load_npz, local_output, open_table, save_npy
+from pipeline.dedup.exchange import Piece, read_piece
+from pipeline.dedup.layout import Layout, load_npz, open_table, save_npy
 from pipeline.dedup.reference import reference_texts
+from pipeline.dedup.routed import save_routed, write_routed
 from pipeline.normalize import clean_text
 from pipeline.shingles import jaccard, shingle_sets
 
 DOCS_PER_CHUNK = 256  # documents whose shingle sets are computed together
+PART_BYTES = 64 << 20  # rows a shingles task holds before it writes them as one part
+HASH = np.dtype("<u8")
+SET_ROW = np.dtype(("<i8", (2,)))  # (document, size of its set): its hashes follow the previous ones
 
 
 def shingles_file(cfg: DedupStageConfig, layout: Layout, file_no: int, offsets: np.ndarray,
-                  reference: tuple[str, str] | None = None) -> dict:
-    """Shingle sets of this file's documents that an undecided pair needs; a reference
-    file's (``reference`` = its cleaned corpus and index part) come from that corpus."""
-    lo_id, hi_id = offsets[file_no], offsets[file_no + 1]
-    needed = []
-    for p in range(cfg.run.partitions):
-        ids = load_npz(layout.lsh(p), "unsure").ravel()
-        needed.append(ids[(ids >= lo_id) & (ids < hi_id)])
-    ids = np.unique(np.concatenate(needed)) if needed else np.empty(0, dtype=np.int64)
-    bounds = [0]
-    rows = set((ids - lo_id).tolist())
+                  reference: tuple[str, str] | None, unsure: Piece | None) -> dict:
+    """Shingle sets of this file's documents that an undecided pair needs (``unsure``:
+    where the exchange put the requests), routed to the partitions that asked; a
+    reference file's (``reference`` = its cleaned corpus and index part) come from that
+    corpus. Returns how many parts it wrote."""
+    asked = read_piece(unsure, file_no, REQUEST)
+    asked = asked[np.lexsort((asked[:, 1], asked[:, 0]))]
+    ids, first = np.unique(asked[:, 0], return_index=True)
+    bounds = np.append(first, len(asked))
+    rows = set((ids - offsets[file_no]).tolist())
     if reference is None:
         texts = _cleaned_texts(layout.table(file_no), rows)
     else:
         texts = reference_texts(location(reference[0], cfg.storage), location(reference[1], cfg.storage), rows)
-    with local_output(layout.shingle_hashes(file_no)) as partial, open(partial, "wb") as sink:
-        while chunk := list(itertools.islice(texts, DOCS_PER_CHUNK)):
-            for unique in shingle_sets(chunk, cfg.minhash.ngram, cfg.minhash.unit):
-                sink.write(unique.astype("<u8", copy=False).tobytes())
-                bounds.append(bounds[-1] + len(unique))
-    save_npy(layout.shingle_bounds(file_no), np.array(bounds, dtype=np.int64))
-    save_npy(layout.shingle_ids(file_no), ids.astype(np.int64))
-    return {"documents": int(len(ids))}
+    part = _Parts(layout, file_no, cfg.run.partitions)
+    k = 0
+    while chunk := list(itertools.islice(texts, DOCS_PER_CHUNK)):
+        for unique in shingle_sets(chunk, cfg.minhash.ngram, cfg.minhash.unit):
+            for partition in asked[bounds[k] : bounds[k + 1], 1]:
+                part.add(ids[k], unique, partition)
+            k += 1
+        part.flush(PART_BYTES)
+    part.flush(0)
+    return {"documents": int(len(ids)), "parts": part.written}
+
+
+class _Parts:
+    """Shingle sets buffered (one entry per document and partition that asked for it),
+    then written as routed parts: entries ordered by partition, no per-row sort."""
+
+    def __init__(self, layout: Layout, file_no: int, partitions: int):
+        self.layout, self.file_no, self.partitions = layout, file_no, partitions
+        self.sets: list[np.ndarray] = []
+        self.docs: list[int] = []
+        self.dest: list[int] = []
+        self.nbytes = 0
+        self.written = 0
+
+    def add(self, doc: int, hashes: np.ndarray, partition: int) -> None:
+        self.sets.append(hashes)
+        self.docs.append(int(doc))
+        self.dest.append(int(partition))
+        self.nbytes += HASH.itemsize * len(hashes)
+
+    def flush(self, at_least: int) -> None:
+        if self.nbytes == 0 or self.nbytes < at_least:
+            return
+        dest = np.array(self.dest, dtype=np.int64)
+        sizes = np.array([len(h) for h in self.sets], dtype=np.int64)
+        order = np.argsort(dest, kind="stable")
+        offsets = np.zeros(self.partitions + 1, dtype=np.int64)
+        np.cumsum(np.bincount(dest, weights=sizes, minlength=self.partitions).astype(np.int64), out=offsets[1:])
+        hashes = np.concatenate([self.sets[i] for i in order]).astype(HASH, copy=False)
+        write_routed(self.layout.shingle_part(self.file_no, self.written), offsets, HASH.itemsize, [hashes])
+        save_routed(self.layout.shingle_sets(self.file_no, self.written),
+                    np.stack((np.array(self.docs, dtype=np.int64), sizes), axis=1), dest, self.partitions)
+        self.written += 1
+        self.sets, self.docs, self.dest, self.nbytes = [], [], [], 0
 
 
 def _cleaned_texts(table: Location, rows: set[int]) -> Iterator[str]:
@@ -62,45 +104,21 @@ def _cleaned_texts(table: Location, rows: set[int]) -> Iterator[str]:
             i += 1
 
 
-class ShingleStore:
-    """Shingle sets of the documents undecided pairs need, read with positioned reads.
-
-    Nothing is memory-mapped: a verify task holds the two sets it compares, not the
-    pages of every file it has touched (which would grow with the number of pairs).
-    """
-
-    def __init__(self, layout: Layout, offsets: np.ndarray):
-        self.layout, self.offsets = layout, offsets
-        self._files: dict[int, tuple[np.ndarray, np.ndarray, Positioned]] = {}
-
-    def __enter__(self) -> "ShingleStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for _, _, reader in self._files.values():
-            reader.close()
-        self._files.clear()
-
-    def get(self, dense: int) -> np.ndarray:
-        f = int(file_of(self.offsets, dense))
-        if f not in self._files:
-            self._files[f] = (
-                load_npy(self.layout.shingle_ids(f)),
-                load_npy(self.layout.shingle_bounds(f)),
-                Positioned(self.layout.shingle_hashes(f)),
-            )
-        ids, bounds, reader = self._files[f]
-        k = int(np.searchsorted(ids, dense))
-        lo, hi = int(bounds[k]), int(bounds[k + 1])
-        return np.frombuffer(reader.read(8 * (hi - lo), 8 * lo), dtype="<u8")
-
-
-def verify_partition(cfg: DedupStageConfig, layout: Layout, p: int, offsets: np.ndarray) -> dict:
+def verify_partition(cfg: DedupStageConfig, layout: Layout, p: int, offsets: np.ndarray, sets: Piece | None,
+                     hashes: Piece | None) -> dict:
     """Edges of partition p: the decided ones plus undecided pairs with Jaccard >= threshold."""
-    edges, unsure = load_npz(layout.lsh(p), "edges"), load_npz(layout.lsh(p), "unsure")
+    edges, unsure = load_npz(layout.decided(p), "edges"), load_npz(layout.decided(p), "unsure")
+    docs, flat = read_piece(sets, p, SET_ROW), read_piece(hashes, p, HASH)
+    ends = np.cumsum(docs[:, 1])
+    order = np.argsort(docs[:, 0])
+    heads, starts, ends = docs[order, 0], (ends - docs[:, 1])[order], ends[order]
+
+    def shingle_set(doc: int) -> np.ndarray:
+        k = int(np.searchsorted(heads, doc))
+        return flat[starts[k] : ends[k]]
+
     keep = np.zeros(len(unsure), dtype=bool)
-    with ShingleStore(layout, offsets) as store:
-        for i, (a, b) in enumerate(unsure.tolist()):
-            keep[i] = jaccard(store.get(a), store.get(b)) >= cfg.lsh.verify_threshold
+    for i, (a, b) in enumerate(unsure.tolist()):
+        keep[i] = jaccard(shingle_set(a), shingle_set(b)) >= cfg.lsh.verify_threshold
     save_npy(layout.verified(p), np.concatenate((edges, unsure[keep])).astype(np.int64))
     return {"edges": int(len(edges) + keep.sum())}
