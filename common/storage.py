@@ -20,7 +20,6 @@ for a stream that dies mid-body (re-opened at the offset reached). What still fa
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -32,67 +31,19 @@ from typing import Any, Iterator, Sequence
 from urllib.parse import urlparse
 
 from common.atomic import atomic_path, is_temp
+from common.filesystems import REMOTE_SCHEMES, StorageConfig, filesystem
 from common.storage_retry import InputReadError, ResumingReader, retried
 
 __all__ = ["FileStat", "InputReadError", "Location", "StorageConfig", "is_url", "location", "retried", "spooled",
            "sweep_temporaries"]
 
-REMOTE_SCHEMES = ("s3", "gs", "gcs")
 _COPY_CHUNK = 8 << 20
-
-
-@dataclass(frozen=True)
-class StorageConfig:
-    """The optional ``storage:`` section; empty fields fall back to the standard environment."""
-
-    endpoint_url: str | None = None  # e.g. http://127.0.0.1:9000 for MinIO; else AWS_ENDPOINT_URL
-    region: str | None = None  # else AWS_DEFAULT_REGION / AWS_REGION
-    access_key_id: str | None = field(default=None, repr=False, metadata={"secret": True})
-    secret_access_key: str | None = field(default=None, repr=False, metadata={"secret": True})
-    request_attempts: int = 5  # per request, pyarrow's AwsStandardS3RetryStrategy
-
-    def __post_init__(self) -> None:
-        if self.request_attempts < 1:
-            raise ValueError(f"storage.request_attempts must be at least 1, got {self.request_attempts}")
 
 
 @dataclass(frozen=True)
 class FileStat:
     size: int
     mtime_ns: int | None
-
-
-def _env_endpoint() -> str | None:
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-
-
-@functools.lru_cache(maxsize=32)
-def _filesystem(scheme: str, cfg: StorageConfig | None, env: tuple) -> Any:
-    """One pyarrow file system per scheme, settings and environment (``env`` keys the cache,
-    so a changed endpoint gets a fresh client)."""
-    import pyarrow.fs as pafs
-
-    if scheme == "s3":
-        cfg = cfg or StorageConfig()
-        kwargs: dict[str, Any] = {
-            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=cfg.request_attempts),
-            "allow_delayed_open": True,  # a small object is one PutObject, not a 3-request multipart upload
-        }
-        endpoint = cfg.endpoint_url or _env_endpoint()
-        if endpoint:
-            parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
-            kwargs["endpoint_override"] = parsed.netloc
-            kwargs["scheme"] = parsed.scheme
-        region = cfg.region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
-        if region:
-            kwargs["region"] = region
-        if cfg.access_key_id and cfg.secret_access_key:
-            kwargs["access_key"] = cfg.access_key_id
-            kwargs["secret_key"] = cfg.secret_access_key
-        return pafs.S3FileSystem(**kwargs)
-    if scheme in ("gs", "gcs"):
-        return pafs.GcsFileSystem()
-    raise ValueError(f"unsupported storage scheme {scheme!r} (use s3://, gs://, file:// or a local path)")
 
 
 def location(path_or_url: "str | os.PathLike | Location", cfg: StorageConfig | None = None) -> "Location":
@@ -174,8 +125,7 @@ class Location:
 
     @property
     def fs(self) -> Any:
-        env = (_env_endpoint(), os.environ.get("AWS_DEFAULT_REGION"), os.environ.get("AWS_ACCESS_KEY_ID"))
-        return _filesystem(self.scheme, self.cfg, env)
+        return filesystem(self.scheme, self.cfg)
 
     # --- facts ------------------------------------------------------------------------
 
