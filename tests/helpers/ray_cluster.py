@@ -67,10 +67,12 @@ class LoopbackCluster:
     def alive(self) -> int:
         """Nodes the head counts as alive."""
         code = ("import ray; ray.init(address='auto', logging_level='ERROR'); "
-                "print(sum(n['Alive'] for n in ray.nodes()))")
+                "print('ALIVE', sum(n['Alive'] for n in ray.nodes()))")
         done = subprocess.run([sys.executable, "-c", code], env={**self.env, "RAY_ADDRESS": self.address},
                               capture_output=True, text=True, timeout=60)
-        return int(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 and done.stdout.strip() else 0
+        # Ray may print its own warnings (a lagging heartbeat on a busy machine) around ours
+        counts = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("ALIVE ")]
+        return int(counts[-1]) if done.returncode == 0 and counts else 0
 
     def _wait_for(self, count: int, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
