@@ -56,31 +56,37 @@ class LoopbackCluster:
 
     def start(self) -> "LoopbackCluster":
         self._start(["--head", f"--port={self.port}", "--include-dashboard=false"], "head")
-        self._wait_for(1)
+        self._wait_for("head")
         return self
 
     def add_node(self) -> subprocess.Popen:
-        proc = self._start([f"--address={self.address}"], f"node{len(self.nodes)}")
-        self._wait_for(self.alive() + 1)
+        name = f"node{len(self.nodes)}"
+        proc = self._start([f"--address={self.address}"], name)
+        self._wait_for(name)  # by its own resource: a killed node may still count as alive for a while
         return proc
 
-    def alive(self) -> int:
-        """Nodes the head counts as alive."""
+    def alive_nodes(self) -> list[str]:
+        """The names (unique resources) of the nodes the head counts as alive."""
         code = ("import ray; ray.init(address='auto', logging_level='ERROR'); "
-                "print('ALIVE', sum(n['Alive'] for n in ray.nodes()))")
+                "print('ALIVE', *sorted(r for n in ray.nodes() if n['Alive'] for r in n['Resources'] "
+                "if r == 'head' or r.startswith('node') and r[4:].isdigit()))")
         done = subprocess.run([sys.executable, "-c", code], env={**self.env, "RAY_ADDRESS": self.address},
                               capture_output=True, text=True, timeout=60)
         # Ray may print its own warnings (a lagging heartbeat on a busy machine) around ours
-        counts = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("ALIVE ")]
-        return int(counts[-1]) if done.returncode == 0 and counts else 0
+        lines = [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("ALIVE")]
+        return lines[-1] if done.returncode == 0 and lines else []
 
-    def _wait_for(self, count: int, timeout: float = 90) -> None:
+    def alive(self) -> int:
+        """How many nodes the head counts as alive."""
+        return len(self.alive_nodes())
+
+    def _wait_for(self, name: str, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.alive() >= count:
+            if name in self.alive_nodes():
                 return
             time.sleep(0.5)
-        raise RuntimeError(f"the loopback Ray cluster did not reach {count} nodes in {timeout:.0f} s")
+        raise RuntimeError(f"the loopback Ray cluster's node {name!r} did not come up in {timeout:.0f} s")
 
     def kill_raylet(self, node: subprocess.Popen) -> int:
         """SIGKILL a node's raylet (its workers die with it); returns the raylet's pid."""
