@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.helpers.s3 import S3_ENV, S3Server  # noqa: E402  (the bench runs from a checkout)
-from tests.helpers.s3_proxy import S3Proxy  # noqa: E402
+from tests.helpers.s3_proxy import S3Proxy, requests_per_step  # noqa: E402
 
 PATH_KEYS = ("input", "config.input", "config.output")  # what the manifest says about locations
 
@@ -52,24 +52,6 @@ def comparable(manifest: bytes) -> dict:
             node = node[part]
         node.pop(rest[-1])
     return data
-
-
-def count_steps(proxy: S3Proxy) -> dict[str, dict[str, int]]:
-    """Wrap the kernel's step runner so the proxy's counts are read after every step."""
-    from pipeline.kernel import TaskRunner
-
-    per_step: dict[str, Counter] = {}
-    original = TaskRunner.run
-
-    def counted(self, name, *args, **kwargs):
-        per_step.setdefault("driver", Counter()).update(proxy.reset_counts())  # what the driver did before
-        try:
-            return original(self, name, *args, **kwargs)
-        finally:
-            per_step.setdefault(name, Counter()).update(proxy.reset_counts())
-
-    TaskRunner.run = counted
-    return per_step  # filled as the job runs
 
 
 def start_server() -> tuple[subprocess.Popen, S3Server]:
@@ -113,7 +95,7 @@ def main() -> None:
     for path in sorted(corpus.rglob("*")):
         if path.is_file():
             location(f"{bucket}/corpus/{path.relative_to(corpus).as_posix()}").write_bytes(path.read_bytes())
-    per_step = count_steps(proxy)
+    per_step = requests_per_step(proxy)
 
     def job(inp: str, out: str, *extra: str) -> float:
         cfg = load_config(DedupStageConfig, REPO / "configs/data/slimpajama.yaml",

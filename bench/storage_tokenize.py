@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.helpers.s3 import start_s3_server  # noqa: E402  (the bench runs from a checkout)
-from tests.helpers.s3_proxy import S3Proxy  # noqa: E402
+from tests.helpers.s3_proxy import S3Proxy, requests_per_step  # noqa: E402
 
 
 def comparable(manifest: bytes) -> dict:
@@ -53,7 +53,7 @@ def main() -> None:
     os.environ["AWS_ENDPOINT_URL"] = proxy.endpoint  # before Ray starts: its workers count too
     from common.config import load_config
     from common.storage import location
-    from pipeline.kernel import TaskRunner, init_ray
+    from pipeline.kernel import init_ray
     from pipeline.tokenize import TokenizeConfig, run
 
     init_ray(args.num_cpus)
@@ -63,17 +63,7 @@ def main() -> None:
         if path.is_file():
             (location(bucket) / "corpus" / path.relative_to(corpus).as_posix()).upload_from(path)
 
-    per_step: dict[str, Counter] = {}
-    original = TaskRunner.run
-
-    def counted(self, name, *a, **kw):  # the proxy's counts, read after every step
-        per_step.setdefault("driver", Counter()).update(proxy.reset_counts())
-        try:
-            return original(self, name, *a, **kw)
-        finally:
-            per_step.setdefault(name, Counter()).update(proxy.reset_counts())
-
-    TaskRunner.run = counted
+    per_step = requests_per_step(proxy)
 
     def job(inp: str, out: str) -> float:
         cfg = load_config(TokenizeConfig, REPO / "configs/data/tokenize.yaml",

@@ -177,3 +177,21 @@ class S3Proxy:
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
         return Handler
+
+
+def requests_per_step(proxy: "S3Proxy") -> dict[str, Counter]:
+    """Wrap the kernel's step runner so the proxy's counts are read after every step."""
+    from pipeline.kernel import TaskRunner
+
+    per_step: dict[str, Counter] = {}
+    original = TaskRunner.run
+
+    def counted(self, name, *args, **kwargs):
+        per_step.setdefault("driver", Counter()).update(proxy.reset_counts())  # what the driver did before
+        try:
+            return original(self, name, *args, **kwargs)
+        finally:
+            per_step.setdefault(name, Counter()).update(proxy.reset_counts())
+
+    TaskRunner.run = counted
+    return per_step  # filled as the job runs
