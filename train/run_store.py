@@ -14,10 +14,12 @@ by this run are evicted first.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from common.atomic import is_temp
 from common.storage import Location, is_url, location
 from pipeline.shard_format import MANIFEST_NAME, TOKENIZER_NAME, split_dir
 
@@ -126,12 +128,29 @@ def _make_room(cache: Path, needed: dict[Path, int], limit: int, root: str) -> N
     if total > limit:
         raise ValueError(f"the shards this run reads from {root} take {total / _GB:.2f} GB, more than "
                          f"cache_max_gb={limit / _GB:g}: raise it or point cache_dir at a larger disk")
-    others = [p for p in cache.rglob("*") if p.is_file() and p not in needed] if cache.is_dir() else []
-    present = sum(p.stat().st_size for p in others)
+    others = _cached_files(cache, needed)
+    present = sum(size for _, size, _ in others)
     present += sum(size for p, size in needed.items() if p.is_file() and p.stat().st_size == size)
     missing = sum(size for p, size in needed.items() if not (p.is_file() and p.stat().st_size == size))
-    for path in sorted(others, key=lambda p: p.stat().st_mtime_ns):
+    for path, size, _ in sorted(others, key=lambda entry: entry[2]):
         if present + missing <= limit:
             break
-        present -= path.stat().st_size
+        present -= size
         path.unlink(missing_ok=True)
+
+
+def _cached_files(cache: Path, needed: dict[Path, int]) -> list[tuple[Path, int, int]]:
+    """(path, size, mtime) of each cached file this run does not need. Ranks on one machine
+    share the cache: another rank's temporary files, and files that go while we look, are
+    not counted."""
+    found = []
+    for path in cache.rglob("*") if cache.is_dir() else []:
+        if path in needed or is_temp(path):
+            continue
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(info.st_mode):
+            found.append((path, info.st_size, info.st_mtime_ns))
+    return found
