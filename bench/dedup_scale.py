@@ -216,18 +216,20 @@ def same_outputs(a: Path, b: Path) -> str:
     """Whether two dedup outputs publish identical files (the manifest without its output path)."""
     files = sorted(str(p.relative_to(a)) for p in a.rglob("*") if p.is_file() and "_work" not in p.parts)
     other = sorted(str(p.relative_to(b)) for p in b.rglob("*") if p.is_file() and "_work" not in p.parts)
-    if files != other:
-        return f"different file lists ({len(files)} / {len(other)} files)"
+    only = sorted(set(files) ^ set(other))
+    common = sorted(set(files) & set(other))
 
     def manifest(root: Path) -> dict:
         m = json.loads((root / "manifest.json").read_text())
         m.get("config", {}).pop("output", None)
         return m
 
-    differ = [f for f in files if f != "manifest.json" and not filecmp.cmp(a / f, b / f, shallow=False)]
+    differ = [f for f in common if f != "manifest.json" and not filecmp.cmp(a / f, b / f, shallow=False)]
     if manifest(a) != manifest(b):
         differ.append("manifest.json")
-    return f"{len(files) - len(differ)}/{len(files)} files identical" + (f"; differ: {differ[:5]}" if differ else "")
+    return (f"{len(common) - len(differ)}/{len(common)} common files identical"
+            + (f"; differ: {differ[:5]}" if differ else "")
+            + (f"; in one output only: {len(only)} files, e.g. {only[:3]}" if only else ""))
 
 
 def table(results: list[dict]) -> str:

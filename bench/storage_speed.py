@@ -1,16 +1,19 @@
-"""The dedup stage on a local disk and on an S3 server, same run: wall times and the
-storage requests each step makes.
+"""A stage on a local disk and on an S3 server, same run: wall times, the storage requests
+each step makes, and the published outputs compared byte for byte.
 
-    .venv/bin/python bench/storage_speed.py [--corpus data/sample] [--repeats 3] [--out /tmp/storage_speed]
+    .venv/bin/python bench/storage_speed.py [--stage dedup|tokenize] [--corpus data/sample] [--repeats 3]
 
 Starts the S3 test server (moto, ``moto[server]`` from the dev extra) in its own process
-on 127.0.0.1, uploads the corpus once, then alternates a local-disk run and a run with
-input and output on the server (a fresh output each time), ``--repeats`` times each, and
-prints the median wall time of each and their ratio. One more S3 run goes through a
-counting proxy and gives the requests per step (by HTTP method; ``driver`` is what the
-driver itself does: listing, fingerprints, publishing, the ledger, report and manifest).
-The published outputs are compared byte for byte (the manifest apart from the locations
-it names). Only loopback addresses are used.
+on 127.0.0.1, uploads the corpus once, then alternates, ``--repeats`` times each (a fresh
+output each time): a local-disk run; a run with input and output on the server
+(``run.work_dir: auto``: on one machine the work folder stays on the local disk); and one
+with the work folder on the server too (``run.work_dir=output``, what a cluster with no
+shared disk does). Prints the median wall time of each and their ratios to the local run.
+One more run of each S3 kind goes through a counting proxy and gives the requests per
+step (by HTTP method; ``driver`` is what the driver itself does: listing, fingerprints,
+publishing, reports and the manifest). Every published object is compared with the local
+run's (the manifest apart from the locations it names, how it ran and its timings). Only
+loopback addresses are used.
 """
 
 from __future__ import annotations
@@ -34,7 +37,12 @@ sys.path.insert(0, str(REPO))
 from tests.helpers.s3 import S3_ENV, S3Server  # noqa: E402  (the bench runs from a checkout)
 from tests.helpers.s3_proxy import S3Proxy, requests_per_step  # noqa: E402
 
-PATH_KEYS = ("input", "config.input", "config.output")  # what the manifest says about locations
+# What a manifest holds beside the outputs' description: the locations it names, how it ran, timings.
+UNCOMPARED = {"dedup": ("input", "config.input", "config.output"),
+              "tokenize": ("config.input", "config.output", "config.run", "config.storage", "timing",
+                           "input_files_reused")}
+S3_KINDS = {"s3": [], "s3-work": ["run.work_dir=output"]}  # S3 run kind -> its extra settings
+LABELS = {"local": "local disk", "s3": "S3, work folder local", "s3-work": "S3, work folder on S3"}
 
 
 def published(url: str) -> dict[str, bytes]:
@@ -44,9 +52,9 @@ def published(url: str) -> dict[str, bytes]:
     return {f.relative_to(root): f.read_bytes() for f in root.list_files() if not f.relative_to(root).startswith("_work/")}
 
 
-def comparable(manifest: bytes) -> dict:
+def comparable(manifest: bytes, stage: str) -> dict:
     data = json.loads(manifest)
-    for key in PATH_KEYS:
+    for key in UNCOMPARED[stage]:
         node, *rest = data, *key.split(".")
         for part in rest[:-1]:
             node = node[part]
@@ -72,8 +80,31 @@ def start_server() -> tuple[subprocess.Popen, S3Server]:
     return server, S3Server(endpoint)
 
 
+def stage_runner(stage: str):
+    """``run(cfg)`` of the stage and a config loader taking the input, output and overrides."""
+    from common.config import load_config
+
+    if stage == "dedup":
+        from pipeline.dedup import DedupStageConfig as config_class
+        from pipeline.dedup import run
+        config = REPO / "configs/data/slimpajama.yaml"
+    else:
+        from pipeline.tokenize import TokenizeConfig as config_class
+        from pipeline.tokenize import run
+        config = REPO / "configs/data/tokenize.yaml"
+
+    def job(inp: str, out: str, *extra: str) -> float:
+        cfg = load_config(config_class, config, [f"input={inp}", f"output={out}", "run.progress=false", *extra])
+        start = time.perf_counter()
+        run(cfg)
+        return time.perf_counter() - start
+
+    return job
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--stage", choices=sorted(UNCOMPARED), default="dedup")
     parser.add_argument("--corpus", default="data/sample")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="/tmp/storage_speed")
@@ -81,62 +112,64 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
 
+    from common.storage import CACHE_ENV, location
+    from pipeline.kernel import init_ray
+
+    shutil.rmtree(args.out, ignore_errors=True)
+    os.environ[CACHE_ENV] = str(Path(args.out) / "cache")  # the local work folders of the S3 runs
     server, s3 = start_server()
     proxy = S3Proxy(s3.endpoint).start()
     os.environ["AWS_ENDPOINT_URL"] = s3.endpoint  # before Ray starts: its workers inherit it
-    from common.config import load_config
-    from common.storage import location
-    from pipeline.dedup import DedupStageConfig, run
-    from pipeline.kernel import init_ray
-
     init_ray(args.num_cpus)
-    bucket = s3.create_bucket("storage-speed")
+    bucket = s3.create_bucket(f"storage-{args.stage}")
     corpus = Path(args.corpus)
     for path in sorted(corpus.rglob("*")):
         if path.is_file():
-            location(f"{bucket}/corpus/{path.relative_to(corpus).as_posix()}").write_bytes(path.read_bytes())
+            (location(bucket) / "corpus" / path.relative_to(corpus).as_posix()).upload_from(path)
     per_step = requests_per_step(proxy)
+    job = stage_runner(args.stage)
 
-    def job(inp: str, out: str, *extra: str) -> float:
-        cfg = load_config(DedupStageConfig, REPO / "configs/data/slimpajama.yaml",
-                          [f"input={inp}", f"output={out}", "run.progress=false", *extra])
-        start = time.perf_counter()
-        run(cfg)
-        return time.perf_counter() - start
-
-    walls: dict[str, list[float]] = {"local": [], "s3": []}
+    walls: dict[str, list[float]] = {"local": [], **{kind: [] for kind in S3_KINDS}}
     local_out = Path(args.out) / "local"
     for i in range(args.repeats):
         shutil.rmtree(local_out, ignore_errors=True)
         walls["local"].append(job(str(corpus), str(local_out)))
-        walls["s3"].append(job(f"{bucket}/corpus", f"{bucket}/out{i}"))
-        print(f"run {i + 1}: local {walls['local'][-1]:.1f} s, s3 {walls['s3'][-1]:.1f} s", file=sys.stderr)
-    per_step.clear()
-    proxy.reset_counts()
-    job(f"{bucket}/corpus", f"{bucket}/counted", f"storage.endpoint_url={proxy.endpoint}")  # the workers too
-    per_step.setdefault("driver", Counter()).update(proxy.reset_counts())  # publishing, ledger, manifest
+        for kind, extra in S3_KINDS.items():
+            walls[kind].append(job(f"{bucket}/corpus", f"{bucket}/{kind}-{i}", *extra))
+        print(f"run {i + 1}: " + ", ".join(f"{k} {w[-1]:.1f} s" for k, w in walls.items()), file=sys.stderr)
+    requests: dict[str, dict[str, dict[str, int]]] = {}
+    for kind, extra in S3_KINDS.items():
+        per_step.clear()
+        proxy.reset_counts()
+        job(f"{bucket}/corpus", f"{bucket}/{kind}-counted", f"storage.endpoint_url={proxy.endpoint}", *extra)
+        per_step.setdefault("driver", Counter()).update(proxy.reset_counts())  # publishing, reports, manifest
+        requests[kind] = {step: dict(sorted(c.items())) for step, c in per_step.items()}
 
     local_files = {p.relative_to(local_out).as_posix(): p.read_bytes() for p in sorted(local_out.rglob("*"))
                    if p.is_file() and "_work" not in p.relative_to(local_out).parts}
-    remote_files = published(f"{bucket}/out{args.repeats - 1}")
-    same = sorted(local_files) == sorted(remote_files) and all(
-        remote_files[k] == v for k, v in local_files.items() if k != "manifest.json")
-    same = same and comparable(remote_files["manifest.json"]) == comparable(local_files["manifest.json"])
-    local_s, s3_s = statistics.median(walls["local"]), statistics.median(walls["s3"])
-    requests = {step: dict(sorted(c.items())) for step, c in per_step.items()}
-    total = sum(sum(c.values()) for c in requests.values())
-    same = same and published(f"{bucket}/counted") == {**remote_files, "manifest.json": published(f"{bucket}/counted")["manifest.json"]}
-    print(f"\ncorpus {corpus} ({sum(len(v) for v in local_files.values()) / 1e6:.1f} MB published), "
-          f"{args.num_cpus} CPUs, median of {args.repeats}")
-    print(f"local disk  {local_s:6.1f} s   {[round(w, 1) for w in walls['local']]}")
-    print(f"S3 server   {s3_s:6.1f} s   {[round(w, 1) for w in walls['s3']]}")
-    print(f"ratio       {s3_s / local_s:6.2f} x   outputs identical: {same} ({len(local_files)} files)")
-    print(f"\nrequests per step (one S3 run through the counting proxy, {total:,} in all):")
-    for step, counts in requests.items():
-        print(f"  {step:10s} {sum(counts.values()):6,}  " + "  ".join(f"{m} {n:,}" for m, n in counts.items()))
+    same = True
+    for name in (f"{kind}-{suffix}" for kind in S3_KINDS for suffix in (args.repeats - 1, "counted")):
+        remote_files = published(f"{bucket}/{name}")
+        same = same and sorted(local_files) == sorted(remote_files) and all(
+            remote_files[k] == v for k, v in local_files.items() if k != "manifest.json")
+        same = same and (comparable(remote_files["manifest.json"], args.stage)
+                         == comparable(local_files["manifest.json"], args.stage))
+    medians = {kind: statistics.median(w) for kind, w in walls.items()}
+    size = sum(p.stat().st_size for p in corpus.rglob("*") if p.is_file())
+    print(f"\n{args.stage}, corpus {corpus} ({size / 1e6:.1f} MB of files), {args.num_cpus} CPUs, median of "
+          f"{args.repeats}; outputs identical: {same} ({len(local_files)} files)")
+    for kind, w in walls.items():
+        ratio = "" if kind == "local" else f"  {medians[kind] / medians['local']:5.2f} x local"
+        print(f"{LABELS[kind]:22s} {medians[kind]:6.1f} s{ratio}   {[round(x, 1) for x in w]}")
+    for kind, steps in requests.items():
+        total = sum(sum(c.values()) for c in steps.values())
+        print(f"\nrequests per step, {LABELS[kind]} (one run through the counting proxy, {total:,} in all):")
+        for step, counts in steps.items():
+            print(f"  {step:18s} {sum(counts.values()):6,}  " + "  ".join(f"{m} {n:,}" for m, n in counts.items()))
     if args.json:
-        Path(args.json).write_text(json.dumps({"local_s": walls["local"], "s3_s": walls["s3"], "ratio": s3_s / local_s,
-                                               "identical": same, "requests": requests}, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({"stage": args.stage, "wall_s": walls, "identical": same,
+                                               "ratio": {k: medians[k] / medians["local"] for k in S3_KINDS},
+                                               "requests": requests}, indent=1) + "\n")
     proxy.stop()
     server.terminate()
     server.wait()

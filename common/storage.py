@@ -34,10 +34,20 @@ from common.atomic import atomic_path, is_temp
 from common.filesystems import REMOTE_SCHEMES, StorageConfig, filesystem
 from common.storage_retry import InputReadError, ResumingReader, retried
 
-__all__ = ["FileStat", "InputReadError", "Location", "StorageConfig", "is_url", "location", "retried", "spooled",
-           "sweep_temporaries"]
+__all__ = ["FileStat", "InputReadError", "Location", "StorageConfig", "cache_root", "is_url", "location", "retried",
+           "spooled", "sweep_temporaries"]
 
 _COPY_CHUNK = 8 << 20
+CACHE_NAME = "btlm-cache"  # below the system's temporary folder when no cache folder is named
+CACHE_ENV = "BTLM_CACHE_DIR"
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """This machine's folder for local copies of object-store files (shards, models, a
+    stage's work folder): ``cache_dir``, else ``$BTLM_CACHE_DIR``, else ``<temp>/btlm-cache``."""
+    if cache_dir:
+        return Path(cache_dir)
+    return Path(os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / CACHE_NAME)
 
 
 @dataclass(frozen=True)
@@ -208,9 +218,9 @@ class Location:
         if self.scheme is None:
             return Path(self.path).read_bytes()
 
-        def read() -> bytes:
-            with self.fs.open_input_stream(self.path) as fh:
-                return fh.read()
+        def read() -> bytes:  # one ranged GET of the whole object (a stream's read() would GET it in small pieces)
+            with self.fs.open_input_file(self.path) as fh:
+                return fh.read_at(fh.size(), 0)
 
         return retried(read)
 
@@ -226,7 +236,7 @@ class Location:
             return self
 
         def put() -> None:
-            with self.fs.open_output_stream(self.path) as fh:
+            with self.fs.open_output_stream(self.path, compression=None) as fh:  # bytes as given, even for .zst
                 fh.write(data)
 
         retried(put)
@@ -254,7 +264,7 @@ class Location:
             return
 
         def put() -> None:
-            with open(local, "rb") as src, self.fs.open_output_stream(self.path) as dst:
+            with open(local, "rb") as src, self.fs.open_output_stream(self.path, compression=None) as dst:
                 while chunk := src.read(_COPY_CHUNK):
                     dst.write(chunk)
 

@@ -14,6 +14,9 @@ from typing import Any, Callable, TypeVar
 T = TypeVar("T")
 ATTEMPTS = 6  # of one whole operation (each request also has pyarrow's own retries)
 BACKOFF_S = 0.05  # first wait; doubled per attempt
+# Bytes one GET of a streamed object fetches: pyarrow's object stream sends a ranged GET per
+# read() otherwise, and readers such as a zstd decoder read a few hundred KB at a time.
+STREAM_BUFFER = 8 << 20
 
 
 class InputReadError(OSError):
@@ -43,7 +46,8 @@ class ResumingReader:
     def __init__(self, loc: Any):  # a Location of common.storage
         self.loc = loc
         self.offset = 0
-        self._fh = retried(lambda: loc.fs.open_input_stream(loc.path))
+        # compression=None: the object's bytes as stored (pyarrow would decompress a .zst name)
+        self._fh = retried(lambda: loc.fs.open_input_stream(loc.path, compression=None, buffer_size=STREAM_BUFFER))
 
     def read(self, size: int = -1) -> bytes:
         for attempt in range(ATTEMPTS):
@@ -63,9 +67,11 @@ class ResumingReader:
             self._fh.close()
         except OSError:
             pass
+        import pyarrow as pa
+
         fh = retried(lambda: self.loc.fs.open_input_file(self.loc.path))
         fh.seek(self.offset)
-        self._fh = fh
+        self._fh = pa.BufferedInputStream(fh, STREAM_BUFFER)
 
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))

@@ -13,6 +13,17 @@ REPO = Path(__file__).resolve().parents[1]
 TEST_DATA = REPO / "tests" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def local_cache(tmp_path_factory) -> Path:
+    """The local cache (shards, models, work folders of object-store outputs) inside the
+    session's temporary folder, not the machine's."""
+    from common.storage import CACHE_ENV
+
+    path = tmp_path_factory.mktemp("btlm-cache")
+    os.environ[CACHE_ENV] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def ray_session(s3_server):
     """One embedded Ray instance for the whole test session (stages reuse it). The S3 test

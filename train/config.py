@@ -92,7 +92,7 @@ class TrainConfig:
     sample: SampleSection
     run_dir: Optional[str] = None  # null = runs/<config file name>; a URL (s3://...) keeps the run there
     # Local folder for what an object store gives the run (shards, checkpoints, init_from) and
-    # a remote run_dir's working copy; null = <system temp>/btlm-cache. Shards use at most
+    # a remote run_dir's working copy; null = $BTLM_CACHE_DIR, else <system temp>/btlm-cache. Shards use at most
     # cache_max_gb of it (least recently used evicted first).
     cache_dir: Optional[str] = None
     cache_max_gb: float = 64.0

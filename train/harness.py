@@ -32,13 +32,13 @@ import yaml
 from tokenizers import Tokenizer
 
 from common.config import shipped_path, stage_cli, to_dict
-from common.storage import Location, location, write_json, write_text
+from common.storage import Location, cache_root, location, write_json, write_text
 from model.checkpoint.folder import read_config
 from model.checkpoint.tokenizer import TOKENIZER_NAME, file_sha256, has_tokenizer_files, write_tokenizer_files
 from train.checkpoint import PROJECT_TOKENIZER, STATE_NAME, find_tokenizer, stored_checkpoints
 from train.clean_score import compare, print_comparison, read_contaminated, selections, task_documents
 from train.holdout_task import HoldoutSection, build_items, write_items
-from train.run_store import cache_root, fetch_tree
+from train.run_store import fetch_tree
 
 DEFAULT_CONFIG = "configs/eval/harness.yaml"
 HOLDOUT_TASK = "holdout_continuation"
@@ -62,7 +62,7 @@ class HarnessConfig:
     holdout: HoldoutSection
     decontamination: Optional[str]  # a decontamination output (or its report.json): also score clean items
     export_tasks: Optional[str]  # write the task folder here and stop (no checkpoint needed)
-    cache_dir: Optional[str] = None  # where a checkpoint on an object store is fetched; null = system temp
+    cache_dir: Optional[str] = None  # where a checkpoint on an object store is fetched; null = $BTLM_CACHE_DIR or <temp>/btlm-cache
 
     def __post_init__(self) -> None:
         if not self.tasks:

@@ -15,20 +15,14 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 from common.atomic import is_temp
-from common.storage import Location, is_url, location
+from common.storage import Location, cache_root, is_url, location
 from pipeline.shard_format import MANIFEST_NAME, TOKENIZER_NAME, split_dir
 
-DEFAULT_CACHE = "btlm-cache"  # below the system's temporary folder when cache_dir is null
 _GB = 1 << 30
-
-
-def cache_root(cache_dir: str | os.PathLike | None) -> Path:
-    return Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / DEFAULT_CACHE
 
 
 def fetch_tree(folder: Location, cache: Path) -> Path:

@@ -25,12 +25,14 @@ import pyarrow.parquet as pq
 import zstandard
 
 from common.atomic import atomic_path, temp_path
+from common.storage import location
 from pipeline.corpus_io import Rejected, SourceFile, iter_file
 from pipeline.decontaminate.config import DecontaminateConfig
 from pipeline.decontaminate.layout import Layout
 from pipeline.decontaminate.ngrams import redact
 from pipeline.dedup.layout import load_npz, save_npz
 
+COPY_CHUNK = 8 << 20  # bytes per read when a file is copied as it is
 LEDGER_SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("bytes", pa.int64()),
     ("status", pa.string()),  # clean | contaminated | rejected
@@ -97,9 +99,9 @@ def apply_file(cfg: DecontaminateConfig, layout: Layout, file_no: int, sf: Sourc
     changes = cfg.policy.action != "flag" and bool(hits)
     out = layout.corpus() / sf.folder / (output_name(sf) if changes else sf.name)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not changes:
-        with atomic_path(out) as tmp:
-            shutil.copyfile(sf.path, tmp)
+    if not changes:  # the file as it is (read through the seam: it may be on an object store)
+        with atomic_path(out) as tmp, open(tmp, "wb") as dst, location(sf.path).open_read() as src:
+            shutil.copyfileobj(src, dst, COPY_CHUNK)
     writer = _Writer(out) if changes else None
     columns: dict[str, list] = {name: [] for name in LEDGER_SCHEMA.names}
     counts: dict[str, dict[str, int]] = {}

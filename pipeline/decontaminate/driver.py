@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from common.storage import is_url, write_json
+from common.storage import location, write_json
 from pipeline.corpus_io import list_source_files
 from pipeline.decontaminate.apply import apply_file, corpus_frequency
 from pipeline.decontaminate.config import DecontaminateConfig, content_settings
@@ -29,18 +29,22 @@ from pipeline.kernel import Stage, Task, TaskRunner, file_fingerprint, file_key
 
 
 def run(cfg: DecontaminateConfig) -> dict:
-    """Run (or resume) the stage; returns the report. ``input`` may be an object-store URL;
-    ``output`` is a local folder (its steps map their work files)."""
-    if is_url(cfg.output):
-        raise ValueError(f"decontaminate: output {cfg.output} must be a local folder (input may be a URL)")
+    """Run (or resume) the stage; returns the report. ``input`` and ``output`` may be
+    object-store URLs; the work folder must be on a local disk (its steps map their work
+    files), which ``run.work_dir: auto`` gives whenever every task runs on this machine."""
     files = list_source_files(cfg.input)
     if not files:
         raise FileNotFoundError(f"no corpus files (.jsonl, .jsonl.zst, .parquet) under {cfg.input}")
     inputs = [file_fingerprint(sf.path, sf.label) for sf in files]
     settings = content_settings(cfg)
-    stage = Stage("decontaminate", cfg.output, settings, {"corpus": inputs, "eval_sets": describe(cfg.eval_sets)}, OUTPUTS)
+    stage = Stage("decontaminate", cfg.output, settings, {"corpus": inputs, "eval_sets": describe(cfg.eval_sets)},
+                  OUTPUTS, work_dir=cfg.run.work_dir)
+    if not stage.work_root.is_local:
+        raise ValueError(f"decontaminate: its work folder {stage.work_root} must be on a local disk (its steps map "
+                         "their work files): run it on one machine (no RAY_ADDRESS) with run.work_dir=auto, or "
+                         "name a folder every node shares in run.work_dir")
     if stage.is_complete():
-        report = json.loads((stage.output / REPORT).read_text(encoding="utf-8"))
+        report = json.loads(location(stage.output / REPORT).read_text())
         print(format_tables(report["sources"], report["tasks"]))
         return report
     stage.begin()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from common.atomic import atomic_path
+from common.storage import Location, spooled
 from pipeline.decontaminate.apply import COUNTS
 
 MOSTLY = 0.5  # an item with at least this share of its n-grams in the corpus is "mostly contained"
@@ -90,7 +90,7 @@ def _format(rows: list[tuple]) -> str:
     return "\n".join(out)
 
 
-def plot_tasks(tasks: dict[str, dict], path: Path) -> None:
+def plot_tasks(tasks: dict[str, dict], path: Path | Location) -> None:
     """One PNG: per task, the share of items overlapping the corpus and mostly contained."""
     import matplotlib
 
@@ -109,6 +109,6 @@ def plot_tasks(tasks: dict[str, dict], path: Path) -> None:
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title("Evaluation items found in the training corpus")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
+    with spooled(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)

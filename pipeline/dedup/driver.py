@@ -51,7 +51,7 @@ def run(cfg: DedupStageConfig) -> dict:
     cfg = with_partitions(cfg, sum(i["size"] for i in inputs))
     if reference is not None:
         inputs.append({"reference": str(reference.folder), "index": digest(reference.manifest)})
-    stage = Stage("dedup", cfg.output, work_settings(cfg), inputs, OUTPUTS, cfg.storage)
+    stage = Stage("dedup", cfg.output, work_settings(cfg), inputs, OUTPUTS, cfg.storage, cfg.run.work_dir)
     if stage.is_complete():
         report = _read_report(stage.root)
         print(format_table(report["sources"]))

@@ -62,11 +62,11 @@ class Exchange:
         return self.pieces[int(np.searchsorted(firsts, d, side="right")) - 1]
 
 
-def read_piece(piece: Piece | None, d: int, dtype: np.dtype) -> np.ndarray:
+def read_piece(piece: Piece | None, d: int, dtype: np.dtype, writable: bool = True) -> np.ndarray:
     """The rows exchanged to destination ``d`` (``piece`` covers it; None: there are none)."""
     if piece is None:
         return np.empty(0, dtype=dtype)
-    return read_routed(piece.path, piece.last - piece.first, d - piece.first, dtype)
+    return read_routed(piece.path, piece.last - piece.first, d - piece.first, dtype, writable)
 
 
 def run_exchange(steps: Steps, name: str, sources: list[Location], destinations: int, dtype: np.dtype) -> Exchange:

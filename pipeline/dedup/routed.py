@@ -74,12 +74,15 @@ class RoutedReader:
         self.reader.close()
 
 
-def read_routed(path: Location, destinations: int, d: int, dtype: np.dtype) -> np.ndarray:
-    """The rows routed to destination ``d`` of a routed file: at most three requests."""
+def read_routed(path: Location, destinations: int, d: int, dtype: np.dtype, writable: bool = True) -> np.ndarray:
+    """The rows routed to destination ``d`` of a routed file: at most three requests.
+    ``writable=False``: a read-only view of the bytes read, for a large piece only read
+    (no second copy of it in memory)."""
     reader = RoutedReader(path, destinations, row_bytes(dtype))
     try:
         a, b = reader.offsets(d, d + 1)
-        return np.frombuffer(reader.rows(int(a), int(b)), dtype=dtype).copy()
+        rows = np.frombuffer(reader.rows(int(a), int(b)), dtype=dtype)
+        return rows.copy() if writable else rows
     finally:
         reader.close()
 

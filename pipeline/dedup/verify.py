@@ -108,7 +108,7 @@ def verify_partition(cfg: DedupStageConfig, layout: Layout, p: int, offsets: np.
                      hashes: Piece | None) -> dict:
     """Edges of partition p: the decided ones plus undecided pairs with Jaccard >= threshold."""
     edges, unsure = load_npz(layout.decided(p), "edges"), load_npz(layout.decided(p), "unsure")
-    docs, flat = read_piece(sets, p, SET_ROW), read_piece(hashes, p, HASH)
+    docs, flat = read_piece(sets, p, SET_ROW), read_piece(hashes, p, HASH, writable=False)  # the big one
     ends = np.cumsum(docs[:, 1])
     order = np.argsort(docs[:, 0])
     heads, starts, ends = docs[order, 0], (ends - docs[:, 1])[order], ends[order]

@@ -3,12 +3,17 @@
 Default: an embedded local Ray with a fixed CPU count and no dashboard. With
 ``RAY_ADDRESS`` set, the same job runs on that cluster instead. If Ray is already
 initialised in this process (tests share one instance), it is reused as is.
+
+``on_this_machine_only()`` tells a stage whether every task runs on this machine (the
+embedded Ray), so its work folder may stay on the local disk.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+
+_EMBEDDED = False  # init_ray started Ray in this process (no other node can join it)
 
 
 def init_ray(num_cpus: int | None = None) -> None:
@@ -23,6 +28,8 @@ def init_ray(num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
         return
+    global _EMBEDDED
+    _EMBEDDED = True
     ray.init(
         num_cpus=num_cpus or os.cpu_count(),
         include_dashboard=False,
@@ -31,3 +38,14 @@ def init_ray(num_cpus: int | None = None) -> None:
         # Workers import the project from the working tree, like the driver.
         runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}},
     )
+
+
+def on_this_machine_only() -> bool:
+    """Whether every task of this job runs on this machine: Ray embedded by ``init_ray``,
+    now or when the first step starts it. A joined cluster (``RAY_ADDRESS``, or a Ray this
+    process did not start) may run tasks on other nodes, whose disks the driver cannot see."""
+    import ray
+
+    if ray.is_initialized():
+        return _EMBEDDED
+    return not os.environ.get("RAY_ADDRESS")

@@ -15,6 +15,11 @@ class RunConfig:
     progress: bool = True  # progress bars on stderr
     keep_work: bool = True  # keep <output>/_work after success (resume state, intermediate files)
     retries: int = 3  # further attempts of a task whose worker or node died or that hit an I/O error
+    # Where intermediate files go: auto = <output>/_work, except for an object-store output
+    # with every task on this machine (the embedded Ray), where a folder below the local
+    # cache (<temp>/btlm-cache/work) is faster; "output" = always <output>/_work (what a
+    # cluster with no shared disk needs); or a local folder or URL to hold it.
+    work_dir: str = "auto"
 
     def __post_init__(self) -> None:
         if self.num_cpus is not None and self.num_cpus < 1:

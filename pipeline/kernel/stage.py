@@ -8,6 +8,12 @@ common.storage)::
     <output>/<published outputs>      moved (local) or copied (object store) into place at the end
     <output>/manifest.json            written last: the stage is complete
 
+The work folder is ``<output>/_work`` unless ``run.work_dir`` puts it elsewhere: by default
+an object-store output whose tasks all run on this machine keeps it on the local disk
+(below the cache folder), where it is read and written at disk speed and only the
+published outputs travel to the store; a cluster keeps it on the store, the one storage
+every node sees.
+
 Commit without rename. A local disk commits every file by renaming a temporary name and
 publishes a finished output folder by renaming it. An object store has no rename, so:
 every object is uploaded whole (it appears complete or not at all, common.storage); a
@@ -34,22 +40,36 @@ import fnmatch
 import hashlib
 import json
 import os
+import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable
 
-from common.storage import Location, StorageConfig, location, write_json
+from common.storage import Location, StorageConfig, cache_root, location, write_json
 from common.storage import sweep_temporaries as _sweep
+from pipeline.kernel.ray_runtime import on_this_machine_only
 
 WORK_DIR = "_work"
 MANIFEST_NAME = "manifest.json"
 STAGE_MARKER = "stage.json"
+PUBLISH_THREADS = 8  # objects copied or uploaded at a time when publishing to an object store
 
 
 def digest(value: Any) -> str:
     """A short stable digest of JSON-able data (key order does not matter)."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def work_location(stage: str, root: Location, work_dir: str = "auto", storage: StorageConfig | None = None) -> Location:
+    """The work folder of ``stage`` writing to ``root`` (``run.work_dir``: auto, output, or a
+    folder or URL below which each stage and output gets a folder of its own)."""
+    if work_dir == "output" or (work_dir == "auto" and (root.is_local or not on_this_machine_only())):
+        return root / WORK_DIR
+    parent = location(cache_root() / "work" if work_dir == "auto" else work_dir, storage)
+    where = os.path.abspath(root.path) if root.is_local else str(root)
+    return parent / f"{stage}-{digest(where)[:12]}"
 
 
 def file_key(i: int) -> str:
@@ -76,10 +96,10 @@ class Stage:
     the locations otherwise; ``step_dir`` likewise."""
 
     def __init__(self, name: str, output: str | os.PathLike | Location, settings: Any, inputs: Any,
-                 outputs: Iterable[str], storage: StorageConfig | None = None):
+                 outputs: Iterable[str], storage: StorageConfig | None = None, work_dir: str = "auto"):
         self.name = name
         self.root = location(output, storage)
-        self.work_root = self.root / WORK_DIR
+        self.work_root = work_location(name, self.root, work_dir, storage)
         self.output = self.root.local_path or self.root
         self.work = self.work_root.local_path or self.work_root
         self.outputs = tuple(outputs)
@@ -104,7 +124,9 @@ class Stage:
             print(f"{self.name}: {self.root} holds a run of another config or input; starting over", file=sys.stderr)
         for target in self._published():
             target.remove_tree()
-        if self.root.is_local:
+        if self.work_root != self.root / WORK_DIR:
+            print(f"{self.name}: work folder {self.work_root} (run.work_dir)", file=sys.stderr)
+        if self.work_root.is_local:
             Path(self.work).mkdir(parents=True, exist_ok=True)
         write_json(self.work_root / STAGE_MARKER, {"stage": self.name, "identity": self.identity})
 
@@ -116,23 +138,24 @@ class Stage:
         return [self.root / top for pattern in self.outputs for top in tops if fnmatch.fnmatchcase(top, pattern)]
 
     def step_dir(self, step: str) -> Path | Location:
-        if self.root.is_local:
+        if self.work_root.is_local:
             path = Path(self.work) / step
             path.mkdir(parents=True, exist_ok=True)
             return path
         return self.work_root / step
 
     def publish(self, source: Path | Location, name: str) -> Path | Location:
-        """Move (local) or copy server-side (object store) a finished output of the work folder
-        into the output folder.
+        """Move (both local) or copy (server-side within one object store, else uploaded or
+        downloaded) a finished output of the work folder into the output folder.
 
         Idempotent: when an earlier attempt already published it, the result is the same.
         """
-        if not self.root.is_local:
+        if not (self.root.is_local and location(source).is_local):
             source, target = location(source), self.root / name
             files = source.list_files() if source.is_dir() else ([source] if source.is_file() else [])
-            for f in files:  # every object is complete: it was recorded by its task
-                f.copy_to(target / f.relative_to(source) if f != source else target)
+            # every object is complete (recorded by its task); several copies or uploads at a time
+            with ThreadPoolExecutor(PUBLISH_THREADS) as pool:
+                list(pool.map(lambda f: f.copy_to(target / f.relative_to(source) if f != source else target), files))
             return target
         source, target = Path(source), Path(self.output) / name
         if not source.exists():
@@ -142,7 +165,7 @@ class Stage:
         sweep_temporaries(source)
         remove_path(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, target)
+        shutil.move(source, target)  # a rename, unless run.work_dir is on another disk
         return target
 
     def finish(self, manifest: dict[str, Any], keep_work: bool, indent: int | None = 1, sort_keys: bool = True) -> None:

@@ -97,7 +97,8 @@ def run(cfg: SampleConfig) -> dict:
     output = location(cfg.output)
     _check_replaceable(output)
     names = [name for name, src in cfg.sources.items() if src.share > 0]
-    stage = Stage("corpus", output, to_dict(cfg), inputs=None, outputs=("[!_]*",))  # all but the work folder
+    # all but the work folder, which stays in the output: an interrupted build is recognised by it
+    stage = Stage("corpus", output, to_dict(cfg), inputs=None, outputs=("[!_]*",), work_dir="output")
     stage.begin()
     runner = TaskRunner(stage, num_cpus=None, progress=True, retries=1)
     folder = stage.step_dir("sources")

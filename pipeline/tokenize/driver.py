@@ -42,7 +42,8 @@ def run(cfg: TokenizeConfig) -> dict[str, Any]:
         raise FileNotFoundError(f"{cfg.input}: no corpus files (.jsonl, .jsonl.zst, .parquet) found")
     inputs = [file_fingerprint(sf.path, sf.label) for sf in files]
     stage = Stage("tokenize", cfg.output, {"content": content_config(cfg), "tokenizer_sha256": tok_sha,
-                                           "eos_id": tokenizer.eos_id, "formats": cfg.formats}, inputs, OUTPUTS, cfg.storage)
+                                           "eos_id": tokenizer.eos_id, "formats": cfg.formats}, inputs, OUTPUTS, cfg.storage,
+                  cfg.run.work_dir)
     if stage.is_complete():
         return stage.read_manifest()
     stage.begin()

@@ -108,6 +108,29 @@ def test_s3_round_trip(s3_bucket, tmp_path):
     assert root.list_files() == [] and not root.exists()
 
 
+def test_s3_objects_hold_the_bytes_given_whatever_their_name(s3_bucket, s3_server, tmp_path):
+    """Another S3 client sees exactly the bytes the seam wrote, and the seam reads exactly
+    the bytes another client stored: a ``.zst`` or ``.gz`` name is not (de)compressed on
+    the way (pyarrow's streams would, by default)."""
+    import boto3
+    import zstandard
+
+    client = boto3.client("s3", endpoint_url=s3_server.endpoint)
+    bucket = s3_bucket.removeprefix("s3://")
+    frame = zstandard.ZstdCompressor().compress(b'{"text": "a document"}\n' * 100)
+    root = location(s3_bucket)
+    (root / "written.jsonl.zst").write_bytes(frame)
+    location(tmp_path / "local.jsonl.gz").write_bytes(frame)
+    location(tmp_path / "local.jsonl.gz").copy_to(root / "uploaded.jsonl.gz")
+    for key in ("written.jsonl.zst", "uploaded.jsonl.gz"):
+        assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == frame, key
+    client.put_object(Bucket=bucket, Key="theirs.jsonl.zst", Body=frame)
+    theirs = root / "theirs.jsonl.zst"
+    with theirs.open_read() as fh:
+        assert theirs.read_bytes() == frame and fh.read() == frame
+    assert theirs.fetch(tmp_path / "cache").read_bytes() == frame
+
+
 def test_s3_missing_objects_are_file_not_found(s3_bucket):
     missing = location(s3_bucket) / "nothing.jsonl"
     assert not missing.exists() and not missing.is_file()

@@ -182,3 +182,25 @@ def test_boilerplate_ngrams_are_left_out_and_counted(ray_session, sample_corpus,
     assert report["total"]["contaminated_docs"] == 0
     report = decontaminate("lenient", 50)  # the licence line then counts: item 0 is in those 6 documents
     assert report["total"]["contaminated_docs"] == 6 and report["tasks"]["quiz"]["overlapping"] == 1
+
+
+def test_decontaminate_on_s3_gives_the_local_bytes(ray_session, planted, s3_bucket):
+    """Input and output on the S3 test server, the work folder on this machine's disk (its
+    steps map their files): the local run's objects; a work folder on the store is refused
+    with the reason."""
+    from tests.pipeline.test_dedup_s3 import store_outputs, upload_tree
+
+    root, _ = planted
+    report = run(_config(root, "dirty", "local-remove", **{"policy.action": "remove"}))
+    corpus, out = upload_tree(root / "dirty", f"{s3_bucket}/dirty"), f"{s3_bucket}/removed"
+    items = [f"input={corpus}", f"output={out}", f"eval_sets=[{root / 'planted.jsonl'}:question]",
+             "run.progress=false", "policy.action=remove"]
+    assert run(load_config(DecontaminateConfig, "configs/data/decontaminate.yaml", items)) == report
+    local = {p.relative_to(root / "local-remove").as_posix(): p.read_bytes()
+             for p in sorted((root / "local-remove").rglob("*")) if p.is_file() and "_work" not in p.parts}
+    remote = store_outputs(out)
+    assert sorted(remote) == sorted(local) and any(name.startswith("corpus/") for name in local)
+    assert [name for name in local if remote[name] != local[name]] == ["manifest.json"]  # it names the locations
+    with pytest.raises(ValueError, match="work folder .* must be on a local disk"):
+        run(load_config(DecontaminateConfig, "configs/data/decontaminate.yaml",
+                        [*items, f"output={s3_bucket}/other", "run.work_dir=output"]))

@@ -30,6 +30,7 @@ from tests.pipeline.test_dedup import _config, _outputs, corpus  # noqa: F401  (
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
 MANIFEST_PATH_KEYS = ("input", "config.input", "config.output", "config.reference")  # the locations it names
+ON_STORE = {"run.work_dir": "output"}  # the work folder on the store, as on a cluster
 pytestmark = pytest.mark.slow
 
 
@@ -88,14 +89,32 @@ def proxy(s3_server):
 
 
 def test_dedup_on_s3_gives_the_local_bytes(local_run, s3_corpus, s3_bucket):
+    """On one machine (the session's embedded Ray) the work folder stays on the local disk:
+    the store receives only the published outputs."""
     from pipeline.dedup import run
+    from pipeline.kernel.stage import work_location
 
     expected, report = local_run
     out = f"{s3_bucket}/out"
     assert run(_config(s3_corpus, out)) == report
     assert_same_outputs(store_outputs(out), expected)
-    assert (location(out) / "_work" / "write" / "DONE").is_file()  # records and markers live on the store too
+    assert not (location(out) / "_work").is_dir()
+    work = work_location("dedup", location(out))
+    assert work.is_local and (work / "write" / "DONE").is_file()
     assert run(_config(s3_corpus, out)) == report  # complete: found by its manifest, not run again
+
+
+def test_dedup_with_its_work_folder_on_s3_gives_the_local_bytes(local_run, s3_corpus, s3_bucket):
+    """run.work_dir=output: what a cluster with no shared disk does, every step's files,
+    records and markers on the store."""
+    from pipeline.dedup import run
+
+    expected, report = local_run
+    out = f"{s3_bucket}/out"
+    assert run(_config(s3_corpus, out, **ON_STORE)) == report
+    assert_same_outputs(store_outputs(out), expected)
+    assert (location(out) / "_work" / "write" / "DONE").is_file()
+    assert run(_config(s3_corpus, out, **ON_STORE)) == report
 
 
 def test_an_interrupted_run_on_s3_resumes_to_identical_outputs(local_run, s3_corpus, s3_bucket):
@@ -103,10 +122,10 @@ def test_an_interrupted_run_on_s3_resumes_to_identical_outputs(local_run, s3_cor
 
     out = f"{s3_bucket}/out"
     with interrupted_after("lsh"):
-        run(_config(s3_corpus, out))
+        run(_config(s3_corpus, out, **ON_STORE))
     assert not (location(out) / "manifest.json").exists()
     assert (location(out) / "_work" / "lsh" / "DONE").is_file()
-    run(_config(s3_corpus, out))
+    run(_config(s3_corpus, out, **ON_STORE))
     assert_same_outputs(store_outputs(out), local_run[0])
 
 
@@ -116,7 +135,7 @@ def test_one_request_in_20_failing_changes_nothing(local_run, s3_corpus, s3_buck
     expected, report = local_run
     out = f"{s3_bucket}/out"
     proxy.fail_one_in = 20
-    got = run(_config(s3_corpus, out, **{"storage.endpoint_url": proxy.endpoint}))
+    got = run(_config(s3_corpus, out, **{"storage.endpoint_url": proxy.endpoint}, **ON_STORE))
     assert sum(proxy.failed.values()) >= 10, proxy.failed  # the faults really happened
     assert got == report and got["total"]["docs_in"] == report["total"]["docs_in"]  # 0 documents lost
     proxy.fail_one_in = 0
@@ -167,7 +186,7 @@ def test_a_job_killed_mid_run_on_s3_resumes_to_identical_outputs(local_run, s3_c
 
     out = f"{s3_bucket}/out"
     args = ["--config", "configs/data/slimpajama.yaml", f"input={s3_corpus}", f"output={out}",
-            "run.progress=false", "run.partitions=4", "run.num_cpus=2"]
+            "run.progress=false", "run.partitions=4", "run.num_cpus=2", "run.work_dir=output"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # the S3 server's endpoint and credentials
     job = subprocess.Popen([sys.executable, "-m", "pipeline.dedup", *args], cwd=REPO, env=env, text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)

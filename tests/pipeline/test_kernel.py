@@ -109,3 +109,34 @@ def test_stage_completion_start_over_and_publishing(tmp_path):
     assert not (out / "manifest.json").exists() and not (out / "result").exists() and not (out / "part-1").exists()
     other.finish({"stage": "demo"}, keep_work=False)
     assert not (out / "_work").exists() and (out / "manifest.json").exists()
+
+
+def test_where_the_work_folder_goes(tmp_path, monkeypatch):
+    """run.work_dir: auto keeps an object-store output's work folder on this machine's disk
+    only when every task runs here; ``output`` and a named folder are taken as given."""
+    import ray
+
+    from common.storage import cache_root, location
+    from pipeline.kernel import ray_runtime
+    from pipeline.kernel import stage as stage_module
+    from pipeline.kernel.stage import work_location
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    local, remote, other = location(tmp_path / "out"), location("s3://bucket/out"), location("s3://bucket/other")
+    assert work_location("dedup", local) == local / "_work"
+    assert work_location("dedup", remote, "output") == remote / "_work"
+    mine = work_location("dedup", remote)
+    assert mine.is_local and Path(mine.path).parent == cache_root() / "work" and mine != work_location("dedup", other)
+    assert work_location("tokenize", remote) != mine  # one folder per stage and output
+    named = work_location("dedup", remote, str(tmp_path / "scratch"))
+    assert named.parent == location(tmp_path / "scratch") and named.name.startswith("dedup-")
+
+    monkeypatch.setattr(stage_module, "on_this_machine_only", lambda: False)  # a joined cluster
+    assert work_location("dedup", remote) == remote / "_work"
+    assert work_location("dedup", local) == local / "_work"
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert not ray_runtime.on_this_machine_only()  # the job will join that cluster
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert ray_runtime.on_this_machine_only()  # init_ray will start an embedded Ray

@@ -91,9 +91,9 @@ def test_stats_of_shards_on_s3(local_run, s3_corpus, s3_bucket, capsys):
 def test_an_interrupted_tokenize_on_s3_resumes_to_identical_outputs(local_run, s3_corpus, s3_bucket):
     out = f"{s3_bucket}/tokens"
     with interrupted_after("encode"):
-        tokenize(s3_corpus, out)
+        tokenize(s3_corpus, out, "run.work_dir=output")  # the work folder on the store, as on a cluster
     assert not (location(out) / "manifest.json").exists()
     assert (location(out) / "_work" / "encode" / "DONE").is_file()
-    report = tokenize(s3_corpus, out)
+    report = tokenize(s3_corpus, out, "run.work_dir=output")
     assert report["input_files_reused"] == report["input_files"]  # every part came from the stopped run
     assert_same_outputs(store_outputs(out), local_run[0])
