@@ -201,6 +201,7 @@ def test_decontaminate_on_s3_gives_the_local_bytes(ray_session, planted, s3_buck
     remote = store_outputs(out)
     assert sorted(remote) == sorted(local) and any(name.startswith("corpus/") for name in local)
     assert [name for name in local if remote[name] != local[name]] == ["manifest.json"]  # it names the locations
+    assert run(load_config(DecontaminateConfig, "configs/data/decontaminate.yaml", items)) == report  # complete
     with pytest.raises(ValueError, match="work folder .* must be on a local disk"):
         run(load_config(DecontaminateConfig, "configs/data/decontaminate.yaml",
                         [*items, f"output={s3_bucket}/other", "run.work_dir=output"]))
