@@ -97,7 +97,11 @@ class DedupStageConfig:
 
 
 PARTITION_INPUT_BYTES = 64 << 20
-MIN_PARTITIONS, MAX_PARTITIONS = 16, 65536  # the cap keeps routed files' indexes (8 bytes a partition) small
+# A small input gets a few partitions, not many tiny tasks: each task of a partition step
+# costs scheduling and, with the work folder on an object store, requests (on the sample
+# corpus 4 instead of 16 took 30% off the local run and 45% of the requests). The cap keeps
+# routed files' indexes (8 bytes a partition) small.
+MIN_PARTITIONS, MAX_PARTITIONS = 4, 65536
 
 
 def with_partitions(cfg: DedupStageConfig, input_bytes: int) -> DedupStageConfig:
