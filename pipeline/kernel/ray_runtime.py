@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 
-_EMBEDDED = False  # init_ray started Ray in this process (no other node can join it)
+_EMBEDDED = False  # init_ray started a Ray of its own in this process (one machine, this job)
 
 
 def init_ray(num_cpus: int | None = None) -> None:

@@ -46,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable
 
+from common.atomic import is_temp
 from common.storage import Location, StorageConfig, cache_root, location, write_json
 from common.storage import sweep_temporaries as _sweep
 from pipeline.kernel.ray_runtime import on_this_machine_only
@@ -153,6 +154,7 @@ class Stage:
         if not (self.root.is_local and location(source).is_local):
             source, target = location(source), self.root / name
             files = source.list_files() if source.is_dir() else ([source] if source.is_file() else [])
+            files = [f for f in files if not (f.is_local and is_temp(Path(f.path)))]  # a killed writer's leftovers
             # every object is complete (recorded by its task); several copies or uploads at a time
             with ThreadPoolExecutor(PUBLISH_THREADS) as pool:
                 list(pool.map(lambda f: f.copy_to(target / f.relative_to(source) if f != source else target), files))
