@@ -17,7 +17,7 @@ class RunConfig:
     retries: int = 3  # further attempts of a task whose worker or node died or that hit an I/O error
     # Where intermediate files go: auto = <output>/_work, except for an object-store output
     # with every task on this machine (the embedded Ray), where a folder below the local
-    # cache (<temp>/btlm-cache/work) is faster; "output" = always <output>/_work (what a
+    # cache (<temp>/btlm-cache/stage-work) is faster; "output" = always <output>/_work (what a
     # cluster with no shared disk needs); or a local folder or URL to hold it.
     work_dir: str = "auto"
 

@@ -68,7 +68,7 @@ def work_location(stage: str, root: Location, work_dir: str = "auto", storage: S
     folder or URL below which each stage and output gets a folder of its own)."""
     if work_dir == "output" or (work_dir == "auto" and (root.is_local or not on_this_machine_only())):
         return root / WORK_DIR
-    parent = location(cache_root() / "work" if work_dir == "auto" else work_dir, storage)
+    parent = location(cache_root() / "stage-work" if work_dir == "auto" else work_dir, storage)
     where = os.path.abspath(root.path) if root.is_local else str(root)
     return parent / f"{stage}-{digest(where)[:12]}"
 

@@ -126,7 +126,7 @@ def test_where_the_work_folder_goes(tmp_path, monkeypatch):
     assert work_location("dedup", local) == local / "_work"
     assert work_location("dedup", remote, "output") == remote / "_work"
     mine = work_location("dedup", remote)
-    assert mine.is_local and Path(mine.path).parent == cache_root() / "work" and mine != work_location("dedup", other)
+    assert mine.is_local and Path(mine.path).parent == cache_root() / "stage-work" and mine != work_location("dedup", other)
     assert work_location("tokenize", remote) != mine  # one folder per stage and output
     named = work_location("dedup", remote, str(tmp_path / "scratch"))
     assert named.parent == location(tmp_path / "scratch") and named.name.startswith("dedup-")
