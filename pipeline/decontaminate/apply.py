@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,6 @@ from pipeline.decontaminate.layout import Layout
 from pipeline.decontaminate.ngrams import redact
 from pipeline.dedup.layout import load_npz, save_npz
 
-COPY_CHUNK = 8 << 20  # bytes per read when a file is copied as it is
 LEDGER_SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("bytes", pa.int64()),
     ("status", pa.string()),  # clean | contaminated | rejected
@@ -100,8 +98,7 @@ def apply_file(cfg: DecontaminateConfig, layout: Layout, file_no: int, sf: Sourc
     out = layout.corpus() / sf.folder / (output_name(sf) if changes else sf.name)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not changes:  # the file as it is (read through the seam: it may be on an object store)
-        with atomic_path(out) as tmp, open(tmp, "wb") as dst, location(sf.path).open_read() as src:
-            shutil.copyfileobj(src, dst, COPY_CHUNK)
+        location(sf.path).copy_to(location(out))
     writer = _Writer(out) if changes else None
     columns: dict[str, list] = {name: [] for name in LEDGER_SCHEMA.names}
     counts: dict[str, dict[str, int]] = {}
