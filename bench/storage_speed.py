@@ -11,7 +11,9 @@ with the work folder on the server too (``run.work_dir=output``, what a cluster 
 shared disk does). Prints the median wall time of each and their ratios to the local run.
 One more run of each S3 kind goes through a counting proxy and gives the requests per
 step (by HTTP method; ``driver`` is what the driver itself does: listing, fingerprints,
-publishing, reports and the manifest). Every published object is compared with the local
+publishing, reports and the manifest). The server shares the job's CPUs (a real store's
+work is not on the job's machine), so the CPU seconds it spent during each run are printed
+beside the wall times. Every published object is compared with the local
 run's (the manifest apart from the locations it names, how it ran and its timings). Only
 loopback addresses are used.
 """
@@ -80,6 +82,14 @@ def start_server() -> tuple[subprocess.Popen, S3Server]:
     return server, S3Server(endpoint)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
 def stage_runner(stage: str):
     """``run(cfg)`` of the stage and a config loader taking the input, output and overrides."""
     from common.config import load_config
@@ -130,12 +140,15 @@ def main() -> None:
     job = stage_runner(args.stage)
 
     walls: dict[str, list[float]] = {"local": [], **{kind: [] for kind in S3_KINDS}}
+    server_cpu: dict[str, list[float]] = {kind: [] for kind in S3_KINDS}  # seconds of the server's CPU in each run
     local_out = Path(args.out) / "local"
     for i in range(args.repeats):
         shutil.rmtree(local_out, ignore_errors=True)
         walls["local"].append(job(str(corpus), str(local_out)))
         for kind, extra in S3_KINDS.items():
+            before = cpu_seconds(server.pid)
             walls[kind].append(job(f"{bucket}/corpus", f"{bucket}/{kind}-{i}", *extra))
+            server_cpu[kind].append(cpu_seconds(server.pid) - before)
         print(f"run {i + 1}: " + ", ".join(f"{k} {w[-1]:.1f} s" for k, w in walls.items()), file=sys.stderr)
     requests: dict[str, dict[str, dict[str, int]]] = {}
     for kind, extra in S3_KINDS.items():
@@ -160,7 +173,8 @@ def main() -> None:
           f"{args.repeats}; outputs identical: {same} ({len(local_files)} files)")
     for kind, w in walls.items():
         ratio = "" if kind == "local" else f"  {medians[kind] / medians['local']:5.2f} x local"
-        print(f"{LABELS[kind]:22s} {medians[kind]:6.1f} s{ratio}   {[round(x, 1) for x in w]}")
+        cpu = "" if kind == "local" else f"   server CPU {statistics.median(server_cpu[kind]):.1f} s"
+        print(f"{LABELS[kind]:22s} {medians[kind]:6.1f} s{ratio}   {[round(x, 1) for x in w]}{cpu}")
     for kind, steps in requests.items():
         total = sum(sum(c.values()) for c in steps.values())
         print(f"\nrequests per step, {LABELS[kind]} (one run through the counting proxy, {total:,} in all):")
@@ -169,6 +183,7 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"stage": args.stage, "wall_s": walls, "identical": same,
                                                "ratio": {k: medians[k] / medians["local"] for k in S3_KINDS},
+                                               "server_cpu_s": server_cpu,
                                                "requests": requests}, indent=1) + "\n")
     proxy.stop()
     server.terminate()

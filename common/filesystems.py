@@ -1,5 +1,6 @@
 """Which ``pyarrow.fs`` file system serves an object-store URL, with what settings: the
-optional ``storage:`` section, else the standard environment (``AWS_*``, GCS's own)."""
+optional ``storage:`` section, else the standard environment (``AWS_*`` for S3; for GCS
+the application default credentials, or ``STORAGE_EMULATOR_HOST`` naming an emulator)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs")
+GCS_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"  # the GCS emulator variable of Google's clients, gcsfs and others
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ def _env_endpoint() -> str | None:
 
 def filesystem(scheme: str, cfg: "StorageConfig | None") -> Any:
     """The file system of ``scheme``; a changed environment (endpoint, region, key) gets a fresh client."""
-    env = (_env_endpoint(), os.environ.get("AWS_DEFAULT_REGION"), os.environ.get("AWS_ACCESS_KEY_ID"))
+    env = (_env_endpoint(), os.environ.get("AWS_DEFAULT_REGION"), os.environ.get("AWS_ACCESS_KEY_ID"),
+           os.environ.get(GCS_EMULATOR_ENV))
     return _filesystem(scheme, cfg, env)
 
 
@@ -62,5 +65,9 @@ def _filesystem(scheme: str, cfg: StorageConfig | None, env: tuple) -> Any:
             kwargs["secret_key"] = cfg.secret_access_key
         return pafs.S3FileSystem(**kwargs)
     if scheme in ("gs", "gcs"):
+        emulator = os.environ.get(GCS_EMULATOR_ENV)
+        if emulator:  # an emulator (tests, local development) takes no credentials
+            parsed = urlparse(emulator if "://" in emulator else f"http://{emulator}")
+            return pafs.GcsFileSystem(anonymous=True, endpoint_override=parsed.netloc, scheme=parsed.scheme)
         return pafs.GcsFileSystem()
     raise ValueError(f"unsupported storage scheme {scheme!r} (use s3://, gs://, file:// or a local path)")

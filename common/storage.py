@@ -157,13 +157,14 @@ class Location:
         return self._info().type == FileType.File
 
     def is_dir(self) -> bool:
-        """Local: a folder. Object store: a prefix with at least one object below it."""
+        """Local: a folder. Object store: a bucket, or a prefix with at least one object below it."""
         if self.scheme is None:
             return os.path.isdir(self.path)
-        from pyarrow.fs import FileSelector
+        from pyarrow.fs import FileSelector, FileType
 
         infos = retried(lambda: self.fs.get_file_info(FileSelector(self.path, allow_not_found=True, recursive=False)))
-        return bool(infos)
+        # pyarrow's GCS listing of one level leaves out the sub-prefixes: only folders below
+        return bool(infos) or self._info().type == FileType.Directory
 
     def info(self) -> FileStat:
         """Size and modification time (raises FileNotFoundError when absent)."""
@@ -297,7 +298,10 @@ class Location:
         if kind == FileType.File:
             self.remove()
         elif kind == FileType.Directory:  # batched deletes of everything below the prefix
-            retried(lambda: self.fs.delete_dir(self.path))
+            try:
+                retried(lambda: self.fs.delete_dir(self.path))
+            except FileNotFoundError:  # GCS: the contents are gone, there was no folder marker object
+                pass
 
     def copy_to(self, other: "Location") -> None:
         """Copy this file to ``other``: server-side when both are on one object store."""

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.helpers.s3"]  # fixtures s3_server, s3_bucket: the S3 test server
+# fixtures s3_server, s3_bucket and gcs_server, gcs_bucket: the S3 and GCS test servers
+pytest_plugins = ["tests.helpers.s3", "tests.helpers.gcs"]
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_DATA = REPO / "tests" / "data"
@@ -25,9 +26,9 @@ def local_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_session(s3_server):
-    """One embedded Ray instance for the whole test session (stages reuse it). The S3 test
-    server starts first, so Ray's workers inherit its endpoint and credentials."""
+def ray_session(s3_server, gcs_server):
+    """One embedded Ray instance for the whole test session (stages reuse it). The S3 and
+    GCS test servers start first, so Ray's workers inherit their endpoints and credentials."""
     import ray
 
     from pipeline.kernel import init_ray

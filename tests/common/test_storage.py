@@ -1,5 +1,6 @@
-"""The storage seam on a local disk (today's bytes and temporary names) and on a real S3
-server (moto on 127.0.0.1), with and without a proxy that fails requests on purpose."""
+"""The storage seam on a local disk (today's bytes and temporary names), on a real S3
+server (moto on 127.0.0.1), with and without a proxy that fails requests on purpose, and
+on a real GCS server (fake-gcs-server on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ from common import atomic
 from common.config import load_config, to_dict, to_json
 from common.storage import Location, StorageConfig, is_url, location, sweep_temporaries
 from tests.helpers.s3_proxy import S3Proxy
+
+
+@pytest.fixture(params=["s3", "gs"])
+def store_bucket(request) -> str:
+    """A fresh bucket on each object store the seam speaks: ``s3://`` and ``gs://``."""
+    return request.getfixturevalue(f"{'gcs' if request.param == 'gs' else 's3'}_bucket")
 
 
 @pytest.fixture
@@ -82,11 +89,11 @@ def test_local_listing_facts_and_sweep(tmp_path):
     root.remove_tree()  # missing is fine
 
 
-# --- S3 -------------------------------------------------------------------------------------
+# --- S3 and GCS ----------------------------------------------------------------------------
 
 
-def test_s3_round_trip(s3_bucket, tmp_path):
-    root = location(s3_bucket) / "run"
+def test_object_store_round_trip(store_bucket, tmp_path):
+    root = location(store_bucket) / "run"
     (root / "a" / "x.json").write_text('{"x": 1}\n')
     with (root / "b.bin").open_write() as fh:
         fh.write(b"\x00" * 10_000)
@@ -131,18 +138,28 @@ def test_s3_objects_hold_the_bytes_given_whatever_their_name(s3_bucket, s3_serve
     assert theirs.fetch(tmp_path / "cache").read_bytes() == frame
 
 
-def test_s3_missing_objects_are_file_not_found(s3_bucket):
-    missing = location(s3_bucket) / "nothing.jsonl"
+def test_gcs_objects_hold_the_bytes_given_whatever_their_name(gcs_bucket, gcs_server):
+    """The server's JSON API (any other client) gives exactly the bytes the seam wrote."""
+    import zstandard
+
+    frame = zstandard.ZstdCompressor().compress(b'{"text": "a document"}\n' * 100)
+    (location(gcs_bucket) / "written.jsonl.zst").write_bytes(frame)
+    assert gcs_server.object_bytes(f"{gcs_bucket}/written.jsonl.zst") == frame
+
+
+def test_missing_objects_are_file_not_found(store_bucket):
+    missing = location(store_bucket) / "nothing.jsonl"
     assert not missing.exists() and not missing.is_file()
     for call in (missing.read_bytes, missing.info, missing.open_read):
         with pytest.raises(FileNotFoundError):
             call()
     missing.remove()  # missing is fine
-    assert (location(s3_bucket) / "no-prefix").list_files() == []
+    assert (location(store_bucket) / "no-prefix").list_files() == []
+    (location(store_bucket) / "no-prefix").remove_tree()  # missing is fine
 
 
-def test_s3_writer_that_fails_leaves_no_object(s3_bucket):
-    target = location(s3_bucket) / "out.bin"
+def test_a_writer_that_fails_leaves_no_object(store_bucket):
+    target = location(store_bucket) / "out.bin"
     with pytest.raises(RuntimeError):
         with target.open_write() as fh:
             fh.write(b"x" * 1000)

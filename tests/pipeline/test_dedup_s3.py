@@ -117,6 +117,16 @@ def test_dedup_with_its_work_folder_on_s3_gives_the_local_bytes(local_run, s3_co
     assert run(_config(s3_corpus, out, **ON_STORE)) == report
 
 
+def test_dedup_on_gcs_with_its_work_folder_there_gives_the_local_bytes(local_run, corpus, gcs_server, gcs_bucket):  # noqa: F811
+    """``gs://`` through the same seam: input, output and every step's files on the GCS server."""
+    from pipeline.dedup import run
+
+    expected, report = local_run
+    out = f"{gcs_bucket}/out"
+    assert run(_config(upload_tree(corpus[0], f"{gcs_server.create_bucket()}/corpus"), out, **ON_STORE)) == report
+    assert_same_outputs(store_outputs(out), expected)
+
+
 def test_an_interrupted_run_on_s3_resumes_to_identical_outputs(local_run, s3_corpus, s3_bucket):
     from pipeline.dedup import run
 

@@ -97,3 +97,13 @@ def test_an_interrupted_tokenize_on_s3_resumes_to_identical_outputs(local_run, s
     report = tokenize(s3_corpus, out, "run.work_dir=output")
     assert report["input_files_reused"] == report["input_files"]  # every part came from the stopped run
     assert_same_outputs(store_outputs(out), local_run[0])
+
+
+def test_tokenize_on_gcs_with_its_work_folder_there_gives_the_local_bytes(local_run, corpus, gcs_server, gcs_bucket):
+    """``gs://`` through the same seam: input, output and the work folder (every step's
+    files, records and markers, as on a cluster) on the GCS server."""
+    out = f"{gcs_bucket}/tokens"
+    report = tokenize(upload_tree(corpus, f"{gcs_server.create_bucket()}/corpus"), out, "run.work_dir=output")
+    assert report["input_files"] == local_run[1]["input_files"]
+    assert_same_outputs(store_outputs(out), local_run[0])
+    assert not (location(out) / "_work").is_dir()  # dropped once the manifest is written
