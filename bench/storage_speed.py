@@ -13,7 +13,9 @@ One more run of each S3 kind goes through a counting proxy and gives the request
 step (by HTTP method; ``driver`` is what the driver itself does: listing, fingerprints,
 publishing, reports and the manifest). The server shares the job's CPUs (a real store's
 work is not on the job's machine), so the CPU seconds it spent during each run are printed
-beside the wall times. Every published object is compared with the local
+beside the wall times. ``--latency-ms N`` sends the timed S3 runs through a proxy that holds
+each request N ms, the round trip of a real object store (the server's CPU then matters
+less than how many requests wait in turn). Every published object is compared with the local
 run's (the manifest apart from the locations it names, how it ran and its timings). Only
 loopback addresses are used.
 """
@@ -119,6 +121,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="/tmp/storage_speed")
     parser.add_argument("--num-cpus", type=int, default=2)
+    parser.add_argument("--latency-ms", type=float, default=0, help="hold each timed S3 request this long")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
 
@@ -137,6 +140,10 @@ def main() -> None:
         if path.is_file():
             (location(bucket) / "corpus" / path.relative_to(corpus).as_posix()).upload_from(path)
     per_step = requests_per_step(proxy)
+    slowed, latency = [], None  # the timed S3 runs' endpoint: the server, or a proxy holding each request
+    if args.latency_ms:
+        latency = S3Proxy(s3.endpoint, latency_s=args.latency_ms / 1000).start()
+        slowed = [f"storage.endpoint_url={latency.endpoint}"]
     job = stage_runner(args.stage)
 
     walls: dict[str, list[float]] = {"local": [], **{kind: [] for kind in S3_KINDS}}
@@ -147,7 +154,7 @@ def main() -> None:
         walls["local"].append(job(str(corpus), str(local_out)))
         for kind, extra in S3_KINDS.items():
             before = cpu_seconds(server.pid)
-            walls[kind].append(job(f"{bucket}/corpus", f"{bucket}/{kind}-{i}", *extra))
+            walls[kind].append(job(f"{bucket}/corpus", f"{bucket}/{kind}-{i}", *slowed, *extra))
             server_cpu[kind].append(cpu_seconds(server.pid) - before)
         print(f"run {i + 1}: " + ", ".join(f"{k} {w[-1]:.1f} s" for k, w in walls.items()), file=sys.stderr)
     requests: dict[str, dict[str, dict[str, int]]] = {}
@@ -169,8 +176,9 @@ def main() -> None:
                          == comparable(local_files["manifest.json"], args.stage))
     medians = {kind: statistics.median(w) for kind, w in walls.items()}
     size = sum(p.stat().st_size for p in corpus.rglob("*") if p.is_file())
+    held = f", each S3 request held {args.latency_ms:g} ms" if args.latency_ms else ""
     print(f"\n{args.stage}, corpus {corpus} ({size / 1e6:.1f} MB of files), {args.num_cpus} CPUs, median of "
-          f"{args.repeats}; outputs identical: {same} ({len(local_files)} files)")
+          f"{args.repeats}{held}; outputs identical: {same} ({len(local_files)} files)")
     for kind, w in walls.items():
         ratio = "" if kind == "local" else f"  {medians[kind] / medians['local']:5.2f} x local"
         cpu = "" if kind == "local" else f"   server CPU {statistics.median(server_cpu[kind]):.1f} s"
@@ -186,6 +194,8 @@ def main() -> None:
                                                "server_cpu_s": server_cpu,
                                                "requests": requests}, indent=1) + "\n")
     proxy.stop()
+    if latency:
+        latency.stop()
     server.terminate()
     server.wait()
     if not same:

@@ -25,6 +25,12 @@ def local_cache(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(params=["s3", "gs"])
+def store_bucket(request) -> str:
+    """A fresh bucket on each object store the seam speaks: ``s3://`` and ``gs://``."""
+    return request.getfixturevalue(f"{'gcs' if request.param == 'gs' else 's3'}_bucket")
+
+
 @pytest.fixture(scope="session")
 def ray_session(s3_server, gcs_server):
     """One embedded Ray instance for the whole test session (stages reuse it). The S3 and

@@ -10,8 +10,9 @@ destination would cost sources x destinations requests; instead merge steps grou
   same run of destinations, reads their indexes (one ranged read each), then streams
   their rows in chunks of at most ``run.merge_read_bytes`` (one ranged read per file and
   chunk, none where a file has no rows there) into one routed file with each
-  destination's rows in source order. Its memory: the indexes and one chunk, whatever
-  the data's size;
+  destination's rows in source order, reading ``READ_THREADS`` files at a time (on an
+  object store each read waits a round trip). Its memory: the indexes and one chunk,
+  whatever the data's size;
 - a level whose groups hold more than ``run.merge_task_bytes`` splits each group's
   destinations into ranges, one task each, so no task streams more than about that much;
 - levels repeat until each destination is covered by one file. A destination's reader
@@ -26,6 +27,7 @@ source's piece in source order would give, so no output depends on the grouping.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -36,6 +38,8 @@ from pipeline.dedup.config import DedupStageConfig
 from pipeline.dedup.layout import Layout
 from pipeline.dedup.routed import RoutedReader, read_routed, row_bytes, write_routed
 from pipeline.dedup.steps import GROUPS, Step, Steps
+
+READ_THREADS = 8  # input files a merge task reads at a time
 
 
 @dataclass(frozen=True)
@@ -118,11 +122,13 @@ def merge_group(cfg: DedupStageConfig, layout: Layout, g: int, task: tuple[list[
     inputs, first, last = task
     readers = [RoutedReader(p.path, p.last - p.first, width) for p in inputs]
     try:
-        starts = [r.offsets(first - p.first, last - p.first) for r, p in zip(readers, inputs)]
-        counts = np.sum([np.diff(s) for s in starts], axis=0)
-        offsets = np.zeros(last - first + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        write_routed(out, offsets, width, _merged_chunks(readers, starts, offsets, width, cfg.run.merge_read_bytes))
+        with ThreadPoolExecutor(READ_THREADS) as pool:
+            starts = list(pool.map(lambda r, p: r.offsets(first - p.first, last - p.first), readers, inputs))
+            counts = np.sum([np.diff(s) for s in starts], axis=0)
+            offsets = np.zeros(last - first + 1, dtype=np.int64)
+            np.cumsum(counts, out=offsets[1:])
+            chunks = _merged_chunks(readers, starts, offsets, width, cfg.run.merge_read_bytes, pool.map)
+            write_routed(out, offsets, width, chunks)
     finally:
         for r in readers:
             r.close()
@@ -130,10 +136,11 @@ def merge_group(cfg: DedupStageConfig, layout: Layout, g: int, task: tuple[list[
 
 
 def _merged_chunks(readers: list[RoutedReader], starts: list[np.ndarray], offsets: np.ndarray, width: int,
-                   read_bytes: int) -> Iterator[np.ndarray]:
+                   read_bytes: int, parallel_map: Callable = map) -> Iterator[np.ndarray]:
     """The merged rows, destination by destination, each one's rows in source order, in
     chunks of about ``read_bytes``: a run of destinations read with one ranged read per
-    source, or one destination too large for that read source by source, in pieces."""
+    source (the sources' reads through ``parallel_map``), or one destination too large
+    for that read source by source, in pieces."""
     n, per_read = len(offsets) - 1, max(1, read_bytes // width)
     d = 0
     while d < n:
@@ -147,8 +154,9 @@ def _merged_chunks(readers: list[RoutedReader], starts: list[np.ndarray], offset
         out = np.empty(int(offsets[e] - offsets[d]), dtype=f"V{width}")
         counts = np.stack([np.diff(s[d : e + 1]) for s in starts])  # [source, destination]
         earlier = np.cumsum(counts, axis=0) - counts  # rows of earlier sources in each destination
-        for i, (reader, s) in enumerate(zip(readers, starts)):
-            rows = np.frombuffer(reader.rows(int(s[d]), int(s[e])), dtype=f"V{width}")
+        blocks = parallel_map(lambda reader, s: reader.rows(int(s[d]), int(s[e])), readers, starts)
+        for i, (block, s) in enumerate(zip(blocks, starts)):
+            rows = np.frombuffer(block, dtype=f"V{width}")
             # row j of destination k goes after the destination's rows of earlier sources
             shift = offsets[d:e] - offsets[d] + earlier[i] - (s[d:e] - s[d])
             out[np.repeat(shift, counts[i]) + np.arange(len(rows))] = rows

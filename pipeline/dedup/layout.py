@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +42,12 @@ def part_key(p: int) -> str:
 # opened for reading: a HEAD on an object store), "read" (one whole or ranged GET) and
 # "write" (one committed object). The step runner reports them per task.
 REQUESTS: Counter = Counter()
+_COUNTING = threading.Lock()  # a task may read several pieces at a time
+
+
+def _count(kind: str, n: int = 1) -> None:
+    with _COUNTING:
+        REQUESTS[kind] += n
 
 
 def reset_requests() -> None:
@@ -54,7 +61,7 @@ def requests_made() -> dict[str, int]:
 @contextmanager
 def open_write(path: Path | Location) -> Iterator[BinaryIO]:
     """A binary writer whose file appears, whole, only when the block succeeds."""
-    REQUESTS["write"] += 1
+    _count("write")
     with location(path).open_write() as fh:
         yield fh
 
@@ -63,7 +70,7 @@ def open_write(path: Path | Location) -> Iterator[BinaryIO]:
 def local_output(path: Path | Location) -> Iterator[Path]:
     """A local file to write that becomes ``path`` whole when the block ends cleanly (for
     writers that need a file name: parquet writers, streamed binary files)."""
-    REQUESTS["write"] += 1
+    _count("write")
     with spooled(location(path)) as local:
         yield local
 
@@ -73,15 +80,20 @@ class RangeReader:
     a local file, one ranged GET of an object)."""
 
     def __init__(self, path: Path | Location):
-        REQUESTS["open"] += 1
         self.path = location(path)
+        self.fd, self.file = None, None  # opened by the first read (in whichever thread reads first)
+
+    def _open(self) -> None:
+        _count("open")
         if self.path.is_local:
-            self.fd, self.file = os.open(self.path.local_path, os.O_RDONLY), None
+            self.fd = os.open(self.path.local_path, os.O_RDONLY)
         else:
-            self.fd, self.file = None, self.path.open_random()
+            self.file = self.path.open_random()
 
     def read_at(self, nbytes: int, offset: int, exact: bool = True) -> bytes:
-        REQUESTS["read"] += 1
+        if self.fd is None and self.file is None:
+            self._open()
+        _count("read")
         if self.file is None:
             data = os.pread(self.fd, nbytes, offset)
         else:
@@ -91,10 +103,11 @@ class RangeReader:
         return data
 
     def close(self) -> None:
-        if self.file is None:
+        if self.fd is not None:
             os.close(self.fd)
-        else:
+        if self.file is not None:
             self.file.close()
+        self.fd, self.file = None, None
 
     def __enter__(self) -> "RangeReader":
         return self
@@ -105,16 +118,16 @@ class RangeReader:
 
 def read_whole(path: Path | Location) -> bytes:
     """A file's bytes in one read."""
-    REQUESTS["open"] += 1
-    REQUESTS["read"] += 1
+    _count("open")
+    _count("read")
     return location(path).read_bytes()
 
 
 def load_npy(path: Path | Location, mmap: bool = False) -> np.ndarray:
     loc = location(path)
     if mmap and loc.is_local:  # pages read on demand: counted as one read
-        REQUESTS["open"] += 1
-        REQUESTS["read"] += 1
+        _count("open")
+        _count("read")
         return np.load(loc.local_path, mmap_mode="r", allow_pickle=False)
     return np.load(io.BytesIO(read_whole(loc)), allow_pickle=False)
 
@@ -141,7 +154,7 @@ def load_npz(path: Path | Location, name: str) -> np.ndarray:
 
 def open_table(path: Path | Location) -> pq.ParquetFile:
     """A parquet file to read in batches (positioned reads on an object store)."""
-    REQUESTS["open"] += 1
+    _count("open")
     loc = location(path)
     return pq.ParquetFile(str(loc.local_path) if loc.is_local else loc.open_random())
 

@@ -16,7 +16,7 @@ from common.storage import Location
 from pipeline.corpus_io import SourceFile
 from pipeline.corpus_write import ChunkWriter
 from pipeline.dedup.config import DedupStageConfig
-from pipeline.dedup.layout import Layout, file_of, load_npz, local_output, open_table
+from pipeline.dedup.layout import Layout, file_of, load_npz, local_output, open_npz, open_table
 from pipeline.dedup.reference import REMOVED, write_index_part
 from pipeline.dedup.report import add_row
 
@@ -38,7 +38,8 @@ def write_file(cfg: DedupStageConfig, layout: Layout, file_no: int, sf: SourceFi
     """Write one file's kept records, ledger part and index part; returns its per-source
     counts. ``names`` says how to name each file's documents (ids_of)."""
     lo_id = int(offsets[file_no])
-    kept, kind = load_npz(layout.clusters(file_no), "kept"), load_npz(layout.clusters(file_no), "kind")
+    with open_npz(layout.clusters(file_no)) as arrays:
+        kept, kind = arrays["kept"], arrays["kind"]
     lines = _IdLookup(layout, offsets, names)
     columns: dict[str, list] = {name: [] for name in LEDGER_SCHEMA.names}
     counts: dict[str, dict[str, int]] = {}

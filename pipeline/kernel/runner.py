@@ -6,7 +6,8 @@ temporary file on a local disk, one complete upload on an object store), and ret
 a small JSON-able result. The runner records each finished task -- after the task has
 returned, so after all its files are complete -- as
 ``<step>/<key>.done.json`` (its result and input fingerprint) and the finished step as
-``<step>/DONE``, so after a crash a re-run submits only what is missing:
+``<step>/DONE``, so after a crash a re-run submits only what is missing (records are
+stored a few at a time in the background, all before the step's ``DONE``):
 
 - a step's records are valid while the step's settings and everything upstream (the
   steps run before it, which the step identity chains) are unchanged; otherwise the
@@ -24,6 +25,7 @@ import json
 import sys
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -38,6 +40,9 @@ from pipeline.kernel.stage import Stage, digest, remove_path, sweep_temporaries
 STEP_MARKER = "step.json"
 DONE = "DONE"
 RECORD_SUFFIX = ".done.json"
+# Records stored at a time: on an object store each is a request of tens of milliseconds,
+# which the driver would otherwise wait for between one finished task and the next.
+RECORD_WRITERS = 8
 
 
 @dataclass
@@ -119,9 +124,10 @@ class TaskRunner:
             num_cpus=num_cpus, max_retries=self.retries, retry_exceptions=[OSError], name=f"{self.stage.name}.{step}"
         )
         limit = self.max_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1))) * 2
-        queue, pending, cpu = deque(todo), {}, 0.0
+        queue, pending, cpu, stored = deque(todo), {}, 0.0, []
         bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc=f"{self.stage.name} {step}", unit="task",
                    disable=not self.progress, file=sys.stderr)
+        writers = ThreadPoolExecutor(RECORD_WRITERS)
         try:
             while queue or pending:
                 while queue and len(pending) < limit:
@@ -138,11 +144,14 @@ class TaskRunner:
                         raise self._failure(step, tasks[i], exc) from exc
                     results[i] = _plain(result)
                     cpu += seconds
-                    write_json(folder / f"{tasks[i].key}{RECORD_SUFFIX}",
-                               {"fingerprint": digest(tasks[i].fingerprint), "result": results[i]})
+                    stored.append(writers.submit(write_json, folder / f"{tasks[i].key}{RECORD_SUFFIX}",
+                                                 {"fingerprint": digest(tasks[i].fingerprint), "result": results[i]}))
                     bar.update(1)
         finally:
+            writers.shutdown()  # waits for the records already handed over
             bar.close()
+        for record in stored:
+            record.result()  # a record that could not be stored fails the step before it is marked done
         return cpu
 
     def _failure(self, step: str, task: Task, exc: Exception) -> TaskFailed:

@@ -17,12 +17,6 @@ from common.storage import Location, StorageConfig, is_url, location, sweep_temp
 from tests.helpers.s3_proxy import S3Proxy
 
 
-@pytest.fixture(params=["s3", "gs"])
-def store_bucket(request) -> str:
-    """A fresh bucket on each object store the seam speaks: ``s3://`` and ``gs://``."""
-    return request.getfixturevalue(f"{'gcs' if request.param == 'gs' else 's3'}_bucket")
-
-
 @pytest.fixture
 def via_proxy(s3_server, monkeypatch):
     """Route the seam through a proxy; the test sets its fault rate."""

@@ -6,7 +6,8 @@ with HTTP 503 (SlowDown), its connection reset before any answer, or (for a GET)
 in the middle of the body -- what a real object store does under load. A GET of a key
 ending with one of ``broken`` always gets 503 (a file listed and sized, then unreadable); a HEAD or
 GET of a key ending with one of ``vanished`` gets 404 although listings still show it
-(deleted after it was listed). Point ``AWS_ENDPOINT_URL`` (or ``storage.endpoint_url``)
+(deleted after it was listed). With ``latency_s`` every request waits that long before it
+is forwarded: the round trip of a real object store. Point ``AWS_ENDPOINT_URL`` (or ``storage.endpoint_url``)
 at ``proxy.endpoint`` to route a job through it.
 """
 
@@ -17,6 +18,7 @@ import random
 import socket
 import struct
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
@@ -31,12 +33,13 @@ _NO_SUCH_KEY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchKey
 
 
 class S3Proxy:
-    def __init__(self, upstream: str, fail_one_in: int = 0, seed: int = 0, faults: tuple[str, ...] = FAULTS):
+    def __init__(self, upstream: str, fail_one_in: int = 0, seed: int = 0, faults: tuple[str, ...] = FAULTS,
+                 latency_s: float = 0.0):
         parsed = urlparse(upstream)
         if parsed.hostname not in ("127.0.0.1", "localhost"):
             raise ValueError(f"the proxy only forwards to loopback, not {upstream}")
         self.upstream = (parsed.hostname, parsed.port)
-        self.fail_one_in, self.faults = fail_one_in, faults
+        self.fail_one_in, self.faults, self.latency_s = fail_one_in, faults, latency_s
         self.broken: tuple[str, ...] = ()
         self.vanished: tuple[str, ...] = ()
         self.random = random.Random(seed)
@@ -126,6 +129,8 @@ class S3Proxy:
 
             def _forward(self) -> None:
                 body = self._body()
+                if proxy.latency_s:
+                    time.sleep(proxy.latency_s)
                 fault = proxy._draw_fault(self.command, self.path)
                 if fault == "404":
                     body = b"" if self.command == "HEAD" else _NO_SUCH_KEY

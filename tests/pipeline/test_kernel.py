@@ -56,6 +56,27 @@ def test_results_come_in_task_order_and_resume_reuses_finished_tasks(ray_session
     assert not list(folder.glob("*.tmp"))
 
 
+def test_a_record_that_cannot_be_stored_fails_the_step_before_it_is_done(ray_session, tmp_path, monkeypatch):
+    """Records are stored in the background; one that fails still fails the step, unmarked."""
+    from pipeline.kernel import runner as runner_module
+
+    stage = Stage("demo", tmp_path / "out", {}, inputs=[], outputs=[])
+    stage.begin()
+    store = runner_module.write_json
+
+    def refusing(path, data, **kwargs):
+        if str(path).endswith("x2.done.json"):
+            raise PermissionError(f"{path}: the store refused the record")
+        return store(path, data, **kwargs)
+
+    monkeypatch.setattr(runner_module, "write_json", refusing)
+    with pytest.raises(PermissionError, match="refused the record"):
+        _run(stage, {}, [1, 2, 3])
+    folder = stage.work / "square"
+    assert not (folder / "DONE").exists() and not (folder / "x2.done.json").exists()
+    assert (folder / "x1.done.json").exists() and (folder / "x3.done.json").exists()
+
+
 def test_changed_settings_clear_the_step_and_later_steps_follow(ray_session, tmp_path):
     stage = Stage("demo", tmp_path / "out", {}, inputs=[], outputs=[])
     stage.begin()

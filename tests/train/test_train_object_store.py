@@ -1,6 +1,7 @@
 """Training with its shards and run_dir on an S3 server (moto on 127.0.0.1): a run killed
 mid-way resumes from the newest complete checkpoint on the store, on a node with nothing
-local, to the losses and byte-identical weights of an uninterrupted local run."""
+local, to the losses and byte-identical weights of an uninterrupted local run; checkpoints
+written to and trained from a GCS server (fake-gcs-server on 127.0.0.1) too."""
 
 from __future__ import annotations
 
@@ -97,20 +98,21 @@ def test_killed_run_on_s3_resumes_to_the_local_runs_weights(tmp_path, s3_bucket)
         assert (location(run) / name).info().size > 0, name
 
 
-def test_init_from_and_eval_checkpoint_on_s3(tmp_path, s3_bucket):  # noqa: F811
+def test_init_from_and_eval_checkpoint_on_an_object_store(tmp_path, store_bucket):
+    """``s3://`` and ``gs://``: checkpoints written there, found, evaluated and trained from."""
     from model import BTLMLMHeadModel
     from train.harness import HarnessConfig, resolve_checkpoint, resolve_out_dir
 
     tokens = write_token_dir(tmp_path / "tokens", seq_lens=(64,))
     first = tiny_config(tmp_path / "a", tokens, phases=[{"seq_len": 64, "fraction": 1.0}], total_tokens=1024 * 2,
-                        run_dir=f"{s3_bucket}/first", cache_dir=str(tmp_path / "cache"), eval={"every": 0})
+                        run_dir=f"{store_bucket}/first", cache_dir=str(tmp_path / "cache"), eval={"every": 0})
     Trainer(first, first.run_dir, init_distributed()).fit()
 
     cfg = load_config(HarnessConfig, REPO / "configs" / "eval" / "harness.yaml",
-                      [f"checkpoints={s3_bucket}/first/checkpoints", f"cache_dir={tmp_path / 'eval-cache'}"])
+                      [f"checkpoints={store_bucket}/first/checkpoints", f"cache_dir={tmp_path / 'eval-cache'}"])
     named, local = resolve_checkpoint(cfg)
-    assert str(named) == f"{s3_bucket}/first/checkpoints/step-00000002"
-    assert str(resolve_out_dir(cfg, named)) == f"{s3_bucket}/first/eval"
+    assert str(named) == f"{store_bucket}/first/checkpoints/step-00000002"
+    assert str(resolve_out_dir(cfg, named)) == f"{store_bucket}/first/eval"
     model = BTLMLMHeadModel.from_pretrained(str(local))
 
     second = tiny_config(tmp_path / "b", tokens, phases=[{"seq_len": 64, "fraction": 1.0}], total_tokens=1024,
