@@ -1,7 +1,7 @@
 """Storage requests of the dedup exchange on a corpus of many small files.
 
     .venv/bin/python bench/dedup_exchange.py [--files 2000] [--partitions 2048] [--doc-bytes 1500]
-                                             [--corpus data/sample] [--out /tmp/dedup_exchange]
+                                             [--corpus data/sample] [--out /tmp/dedup_exchange] [--shuffle]
 
 Splits the documents of a real corpus (cut into windows of about ``--doc-bytes``) into
 ``--files`` small JSONL files, runs ``python -m pipeline.dedup`` on them with
@@ -27,8 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def generate(out: Path, files: int, doc_bytes: int, corpus: str) -> int:
-    """``files`` JSONL files of the corpus's documents cut into windows; returns the document count."""
+def generate(out: Path, files: int, doc_bytes: int, corpus: str, shuffle: bool = False) -> int:
+    """``files`` JSONL files of the corpus's documents cut into windows (in a seeded random
+    order with ``shuffle``: copies of a text then sit in many files, as in a crawl);
+    returns the document count."""
+    import random
+
     from pipeline.corpus_io import Document, read_corpus
 
     docs = []
@@ -36,6 +40,8 @@ def generate(out: Path, files: int, doc_bytes: int, corpus: str) -> int:
         if isinstance(item, Document):
             text = item.text
             docs.extend((text[i : i + doc_bytes], item.source) for i in range(0, len(text), doc_bytes))
+    if shuffle:
+        random.Random(0).shuffle(docs)
     out.mkdir(parents=True, exist_ok=True)
     per_file = -(-len(docs) // files)
     for f in range(files):
@@ -70,10 +76,11 @@ def main() -> None:
     ap.add_argument("--doc-bytes", type=int, default=1500)
     ap.add_argument("--corpus", default=str(REPO / "data" / "sample"))
     ap.add_argument("--out", default="/tmp/dedup_exchange")
+    ap.add_argument("--shuffle", action="store_true", help="documents in a random order: copies spread over the files")
     args = ap.parse_args()
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
-    docs = generate(out / "input", args.files, args.doc_bytes, args.corpus)
+    docs = generate(out / "input", args.files, args.doc_bytes, args.corpus, args.shuffle)
     F, P = args.files, args.partitions
     print(f"{docs:,} documents in {F:,} files, {P:,} partitions", flush=True)
     start = time.time()

@@ -15,7 +15,9 @@ step's tasks through an exchange (exchange.py):
                  then smallest id), reference documents keeping themselves, routed
                  to the node's file;
 - clusters       per input file: the kept document and duplicate kind of each of its
-                 documents (candidates not in any edge keep themselves).
+                 documents (candidates not in any edge keep themselves), and the
+                 kept documents whose names and index rows it needs, asked of their
+                 files (names.py).
 """
 
 from __future__ import annotations
@@ -117,13 +119,17 @@ def cluster_file(cfg: DedupStageConfig, layout: Layout, f: int, offsets: np.ndar
     removed = (kept >= 0) & (kept != np.arange(lo, hi))
     kind = np.where(removed, np.where(exact_dup, 1, 2), 0).astype(np.int8)
     save_npz(layout.clusters(f), kept=kept, kind=kind)
+    asked = np.unique(kept[removed])  # what f's duplicates need to know of them (names.py)
+    save_routed(layout.name_requests(f), np.stack((asked, np.full(len(asked), f, dtype=np.int64)), axis=1),
+                file_of(offsets, asked), len(offsets) - 1)
     return {"removed": int(removed.sum())}
 
 
-def run_components(steps: Steps, offsets: np.ndarray, nonrep: Exchange | None) -> None:
+def run_components(steps: Steps, offsets: np.ndarray, nonrep: Exchange | None) -> list[dict]:
     """All steps of the components stage, each followed by its exchange. Only input
     files (not a reference's parts) get cluster arrays: only they are written.
-    ``nonrep``: the exact step's non-representatives by file (None without it)."""
+    ``nonrep``: the exact step's non-representatives by file (None without it).
+    Returns the clusters step's results (the duplicates of each input file)."""
     P, layout = steps.cfg.run.partitions, steps.layout
 
     def exchange(step: str, destinations: int) -> Exchange:
@@ -148,5 +154,5 @@ def run_components(steps: Steps, offsets: np.ndarray, nonrep: Exchange | None) -
     R = len(steps.reference_parts)
     steps(Step("keep", keep_partition, PARTITIONS, lambda p: (offsets, R, ranked.piece(p))))
     kept = run_exchange(steps, "keep", [layout.kept(p) for p in range(P)], F, EDGE)
-    steps(Step("clusters", cluster_file, INPUTS,
-               lambda f: (offsets, kept.piece(f), nonrep.piece(f) if nonrep is not None else None)))
+    return steps(Step("clusters", cluster_file, INPUTS,
+                      lambda f: (offsets, kept.piece(f), nonrep.piece(f) if nonrep is not None else None)))

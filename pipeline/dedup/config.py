@@ -140,9 +140,14 @@ def content_settings(cfg: DedupStageConfig) -> dict[str, Any]:
     return {k: v for k, v in to_dict(cfg).items() if k not in ("run", "storage")}
 
 
+# What the steps leave for later steps: a change makes a resumed run of an older version
+# start its work folder afresh rather than read files it cannot use.
+WORK_FORMAT = 2
+
+
 def work_settings(cfg: DedupStageConfig) -> dict[str, Any]:
     """What decides the work folder's files: the content plus how documents are batched
     and partitioned (files of another partitioning cannot be reused)."""
     run = cfg.run
-    return {**content_settings(cfg), "partitions": run.partitions, "batch_docs": run.batch_docs, "chunk_bytes": run.chunk_bytes,
+    return {**content_settings(cfg), "work_format": WORK_FORMAT, "partitions": run.partitions, "batch_docs": run.batch_docs, "chunk_bytes": run.chunk_bytes,
             "merge": [run.merge_fanin, run.merge_read_bytes, run.merge_task_bytes]}

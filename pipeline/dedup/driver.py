@@ -30,8 +30,9 @@ from pipeline.dedup.candidates import (
 from pipeline.dedup.clusters import run_components
 from pipeline.dedup.config import DedupStageConfig, band_layout, content_settings, with_partitions, work_settings
 from pipeline.dedup.exact import exact_partition
-from pipeline.dedup.exchange import run_exchange
+from pipeline.dedup.exchange import Piece, run_exchange
 from pipeline.dedup.layout import CORPUS, INDEX, LEDGER, OUTPUTS, QUARANTINE, REPORT, Layout
+from pipeline.dedup.names import ASK, NAME_BYTE, name_file
 from pipeline.dedup.prepare import ROUTED_HASH_DTYPE, file_offsets, prepare_file
 from pipeline.dedup.reference import ReferenceIndex, bridged, load_reference_file, open_reference, write_index_manifest
 from pipeline.dedup.report import build_report, format_table, write_ledger, write_quarantine
@@ -105,11 +106,19 @@ def _run_steps(cfg: DedupStageConfig, steps: Steps,
             hashes = run_exchange(steps, "shingles", [layout.shingle_part(f, k) for f, k in written], P, HASH)
             verified = steps(Step("verify", verify_partition, PARTITIONS,
                                   lambda p: (offsets, sets.piece(p), hashes.piece(p))))
-    run_components(steps, offsets, nonrep)
-    names = [*refs, *(sf.label for sf in steps.files)]  # how documents are named in kept_id
+    clustered = run_components(steps, offsets, nonrep)
+    inputs = steps.numbers(INPUTS)
+    names = [*map(str, refs), *(sf.label for sf in steps.files)]  # how documents are named in kept_id
+    asked = run_exchange(steps, "asked", [layout.name_requests(f) for f in inputs], len(numbers), ASK)
+    steps(Step("names", name_file, FILES, lambda g: (offsets, names[g], asked.piece(g))))
+    named = run_exchange(steps, "named", [layout.names(g) for g in numbers], len(numbers), NAME_BYTE)
+
+    def answers(f: int) -> Piece | None:  # none to read for a file without duplicates
+        return named.piece(f) if clustered[f - inputs.start]["removed"] else None
+
     prefixes = chunk_prefixes(steps.files)
     counts = steps(Step("write", write_file, INPUTS,
-                        lambda f: (steps.source(f), offsets, names, prefixes[f - len(refs)])))
+                        lambda f: (steps.source(f), offsets, answers(f), prefixes[f - len(refs)])))
     return counts, offsets, (sum(r["candidates"] for r in candidates), sum(r["edges"] for r in verified))
 
 

@@ -287,6 +287,13 @@ class Layout:
     def clusters(self, f: int) -> Location:  # per document of file f: kept dense id, duplicate kind
         return self.work / "clusters" / f"{file_key(f)}.npz"
 
+    def name_requests(self, f: int) -> Location:  # (kept document, f) for f's duplicates, routed by file
+        return self.work / "clusters" / f"{file_key(f)}.asks.bin"
+
+    # 6a. names: per file, the names of its documents other files asked for, routed to them
+    def names(self, f: int) -> Location:
+        return self.work / "names" / f"{file_key(f)}.bin"
+
     # 6. write: per input file
     def corpus(self) -> Location:  # the cleaned corpus, published as <output>/corpus
         return self.work / "write" / CORPUS

@@ -54,10 +54,11 @@ EDGE = np.dtype(("<i8", (2,)))  # (removed reference document, its cluster's kep
 
 
 def write_index_part(layout: Layout, file_no: int, written: dict[str, list], chunks: list[str],
-                     removed_chunks: list[str], offsets: np.ndarray) -> None:
+                     removed_chunks: list[str], offsets: np.ndarray, kept_rows: dict[int, int]) -> None:
     """The index part of one input file: every candidate (``written``: local index, id,
     kept dense id, place in the corpus or in index/removed) with its text hash and
-    signature from prepare, and its cluster's kept document as a row of this index."""
+    signature from prepare, and its cluster's kept document as a row of this index
+    (``kept_rows``: the row of each kept document of another file, as its file answered)."""
     local = np.array(written["local"], dtype=np.int64)
     rows = load_hash_rows(layout, file_no)
     rows = rows[np.argsort(rows["local"])]
@@ -70,7 +71,7 @@ def write_index_part(layout: Layout, file_no: int, written: dict[str, list], chu
         raise AssertionError(f"{layout.signature_docs(file_no)}: a candidate document has no signature")
     sigs = load_npy(layout.signatures(file_no), mmap=True)
     valid = load_npy(layout.signature_valid(file_no))
-    kept_part, kept_row = _index_rows(layout, offsets, np.array(written["kept"], dtype=np.int64))
+    kept_part, kept_row = _index_rows(layout, offsets, file_no, np.array(written["kept"], dtype=np.int64), kept_rows)
     save_npz(
         layout.index_part(file_no),
         ids=np.array(written["id"], dtype=str),
@@ -89,17 +90,20 @@ def write_index_part(layout: Layout, file_no: int, written: dict[str, list], chu
     )
 
 
-def _index_rows(layout: Layout, offsets: np.ndarray, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(part, row) in this run's index of documents given by dense id; (-1, -1) for a
-    document of this run's own reference (outside the index this run publishes)."""
+def _index_rows(layout: Layout, offsets: np.ndarray, file_no: int, dense: np.ndarray,
+                kept_rows: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(part, row) in this run's index of documents given by dense id: a row is the
+    document's rank among its file's candidates (file_no's own from its metadata, other
+    files' as ``kept_rows`` gives them); (-1, -1) for a document of this run's own
+    reference (outside the index this run publishes)."""
     R = layout.reference_files
-    part, row = np.full(len(dense), -1, dtype=np.int64), np.full(len(dense), -1, dtype=np.int64)
     files = file_of(offsets, dense)
-    for f in np.unique(files[files >= R]):  # a file's row of each document: its rank among the candidates
-        sel = files == f
-        candidate = load_npz(layout.meta(int(f)), "status") == STATUS_CODES["candidate"]
-        ordinal = np.cumsum(candidate) - 1
-        part[sel], row[sel] = f - R, ordinal[dense[sel] - offsets[f]]
+    part, row = np.where(files >= R, files - R, -1).astype(np.int64), np.full(len(dense), -1, dtype=np.int64)
+    own, other = files == file_no, (files != file_no) & (files >= R)
+    if own.any():
+        candidate = load_npz(layout.meta(file_no), "status") == STATUS_CODES["candidate"]
+        row[own] = (np.cumsum(candidate) - 1)[dense[own] - offsets[file_no]]
+    row[other] = [kept_rows[d] for d in dense[other].tolist()]
     return part, row
 
 

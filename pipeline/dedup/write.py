@@ -12,11 +12,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from common.storage import Location
 from pipeline.corpus_io import SourceFile
 from pipeline.corpus_write import ChunkWriter
 from pipeline.dedup.config import DedupStageConfig
-from pipeline.dedup.layout import Layout, file_of, load_npz, local_output, open_npz, open_table
+from pipeline.dedup.exchange import Piece
+from pipeline.dedup.layout import Layout, local_output, open_npz, open_table
+from pipeline.dedup.names import kept_documents
 from pipeline.dedup.reference import REMOVED, write_index_part
 from pipeline.dedup.report import add_row
 
@@ -34,13 +35,14 @@ LEDGER_SCHEMA = pa.schema(
 
 
 def write_file(cfg: DedupStageConfig, layout: Layout, file_no: int, sf: SourceFile, offsets: np.ndarray,
-               names: list[str | Location], prefix: str) -> dict:
+               answers: Piece | None, prefix: str) -> dict:
     """Write one file's kept records, ledger part and index part; returns its per-source
-    counts. ``names`` says how to name each file's documents (ids_of)."""
+    counts. ``answers``: where the names and index rows of the documents kept in place of
+    this file's duplicates are (names.py; None: it has no duplicates)."""
     lo_id = int(offsets[file_no])
     with open_npz(layout.clusters(file_no)) as arrays:
         kept, kind = arrays["kept"], arrays["kind"]
-    lines = _IdLookup(layout, offsets, names)
+    elsewhere = kept_documents(file_no, answers)  # name and index row of each kept document
     columns: dict[str, list] = {name: [] for name in LEDGER_SCHEMA.names}
     counts: dict[str, dict[str, int]] = {}
     written: dict[str, list] = {key: [] for key in ("local", "id", "kept", "chunk", "line", "text_chunk", "text_line")}
@@ -60,7 +62,7 @@ def write_file(cfg: DedupStageConfig, layout: Layout, file_no: int, sf: SourceFi
                         record["text"] = b["text"][j]
                         place = (*writer.write(record), -1, -1)
                     else:
-                        status, reason, kept_id = "duplicate", "exact" if kind[i] == 1 else "near", lines.id_of(cluster)
+                        status, reason, kept_id = "duplicate", "exact" if kind[i] == 1 else "near", elsewhere[cluster][0]
                         # an exact copy of a document in the index is never compared again: no text needed
                         kept_elsewhere = kind[i] == 1 and cluster >= offsets[layout.reference_files]
                         place = (-1, -1, -1, -1) if kept_elsewhere else (-1, -1, *removed.write({"text": b["text"][j]}))
@@ -74,7 +76,8 @@ def write_file(cfg: DedupStageConfig, layout: Layout, file_no: int, sf: SourceFi
     with local_output(layout.ledger_part(file_no)) as tmp:
         pq.write_table(pa.table(columns, schema=LEDGER_SCHEMA), tmp, compression="zstd")
     chunks = [f"{sf.folder}/{path.name}" for path in writer.files]
-    write_index_part(layout, file_no, written, chunks, [f"{sf.folder}/{path.name}" for path in removed.files], offsets)
+    write_index_part(layout, file_no, written, chunks, [f"{sf.folder}/{path.name}" for path in removed.files], offsets,
+                     {doc: row for doc, (_, row) in elsewhere.items()})
     return counts
 
 
@@ -93,21 +96,3 @@ def chunk_prefixes(files: list[SourceFile]) -> list[str]:
     stems = [(sf.folder, stem(sf)) for sf in files]
     taken = {key: stems.count(key) for key in set(stems)}
     return [s if taken[(sf.folder, s)] == 1 else sf.name.replace("/", "__").replace(".", "_") for sf, (_, s) in zip(files, stems)]
-
-
-class _IdLookup:
-    """String id of any dense id: '<folder>/<file>:<line>' of an input file (its label
-    and the line numbers prepare recorded), or, for a reference file (its index part's
-    path), the id the reference run gave the document."""
-
-    def __init__(self, layout: Layout, offsets: np.ndarray, names: list[str | Location]):
-        self.layout, self.offsets, self.names = layout, offsets, names
-        self._ids: dict[int, np.ndarray] = {}
-
-    def id_of(self, dense: int) -> str:
-        f = int(file_of(self.offsets, dense))
-        name = self.names[f]
-        if f not in self._ids:
-            self._ids[f] = load_npz(self.layout.meta(f), "line") if isinstance(name, str) else load_npz(name, "ids")
-        value = self._ids[f][dense - self.offsets[f]]
-        return f"{name}:{int(value)}" if isinstance(name, str) else str(value)

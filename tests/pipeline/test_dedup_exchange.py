@@ -123,3 +123,37 @@ def test_merge_keeps_every_destinations_rows_in_source_order(tmp_path):
     for d in range(5):
         piece = next(p for p in pieces if p.first <= d < p.last)
         np.testing.assert_array_equal(read_piece(piece, d, dtype), np.concatenate(expected[d]))
+
+
+def test_names_of_kept_documents_reach_the_files_that_asked_for_them(tmp_path):
+    """names.py: three files ask two others (an input file and a reference part) for the
+    names and index rows of kept documents; after one merge each asking file reads back
+    exactly what it asked for, whatever the names' length or script."""
+    from pipeline.dedup.config import DedupStageConfig
+    from pipeline.dedup.exchange import Piece, merge_group
+    from pipeline.dedup.layout import Layout, save_npz
+    from pipeline.dedup.names import ASK, NAME_BYTE, kept_documents, name_file
+    from pipeline.dedup.routed import row_bytes, save_routed
+
+    offsets = np.array([0, 4, 10, 15, 20])  # file 0: a reference part; 1..3: input files
+    layout = Layout(tmp_path, reference_files=1)
+    ref_part = tmp_path / "ref.npz"
+    save_npz(ref_part, ids=np.array(["earlier/a.jsonl:7", "earlier/b.jsonl:1", "é/ü.jsonl:2", "x"], dtype=str))
+    save_npz(layout.meta(1), line=np.arange(6) * 10 + 1, status=np.array([1, 0, 0, 1, 0, 0]))  # 1: filtered
+    asks = {2: [(1, 2), (5, 2), (2, 2)], 3: [(5, 3), (0, 3)]}  # asking file -> (kept document, asker)
+    for f in (1, 2, 3):
+        rows = np.array(asks.get(f, []), dtype=np.int64).reshape(-1, 2)
+        save_routed(layout.name_requests(f), rows, np.searchsorted(offsets, rows[:, 0], side="right") - 1, 4)
+    asked = Piece(str(tmp_path / "asked.bin"), 0, 4)
+    merge_group(DedupStageConfig(), layout, 0, ([Piece(str(layout.name_requests(f)), 0, 4) for f in (1, 2, 3)], 0, 4),
+                row_bytes(ASK), str(asked.path))
+    for g, name in ((0, str(ref_part)), (1, "label/ö.jsonl")):
+        name_file(DedupStageConfig(), layout, g, offsets, name, asked)
+    answers = Piece(str(tmp_path / "answers.bin"), 0, 4)
+    merge_group(DedupStageConfig(), layout, 0, ([Piece(str(layout.names(g)), 0, 4) for g in (0, 1)], 0, 4),
+                row_bytes(NAME_BYTE), str(answers.path))
+    # (name, index row): a reference document has none here; document 5, file 1's second, is its first candidate
+    assert kept_documents(2, answers) == {1: ("earlier/b.jsonl:1", -1), 2: ("é/ü.jsonl:2", -1),
+                                          5: ("label/ö.jsonl:11", 0)}
+    assert kept_documents(3, answers) == {5: ("label/ö.jsonl:11", 0), 0: ("earlier/a.jsonl:7", -1)}
+    assert kept_documents(1, answers) == {} and kept_documents(1, None) == {}
