@@ -13,11 +13,12 @@ One more run of each S3 kind goes through a counting proxy and gives the request
 step (by HTTP method; ``driver`` is what the driver itself does: listing, fingerprints,
 publishing, reports and the manifest). The server shares the job's CPUs (a real store's
 work is not on the job's machine), so the CPU seconds it spent during each run are printed
-beside the wall times. ``--latency-ms N`` sends the timed S3 runs through a proxy that holds
-each request N ms, the round trip of a real object store (the server's CPU then matters
-less than how many requests wait in turn). Every published object is compared with the local
-run's (the manifest apart from the locations it names, how it ran and its timings). Only
-loopback addresses are used.
+beside the wall times; ``--server-cpu K`` runs it alone on CPU K and the job on the others
+(``--num-cpus`` of them), as a store on other machines would be. ``--latency-ms N`` sends
+the timed S3 runs through a proxy that holds each request N ms, the round trip of a real
+object store (the server's CPU then matters less than how many requests wait in turn).
+Every published object is compared with the local run's (the manifest apart from the
+locations it names, how it ran and its timings). Only loopback addresses are used.
 """
 
 from __future__ import annotations
@@ -66,13 +67,15 @@ def comparable(manifest: bytes, stage: str) -> dict:
     return data
 
 
-def start_server() -> tuple[subprocess.Popen, S3Server]:
-    """moto's server in a process of its own (so it competes with the job for no lock)."""
+def start_server(cpus: set[int] | None = None) -> tuple[subprocess.Popen, S3Server]:
+    """moto's server in a process of its own (so it competes with the job for no lock),
+    on ``cpus`` only when given."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     endpoint = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -122,6 +125,8 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/storage_speed")
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--latency-ms", type=float, default=0, help="hold each timed S3 request this long")
+    parser.add_argument("--server-cpu", type=int, help="run the server on this CPU and the job on the others "
+                        "(as a store elsewhere would; --num-cpus then counts the job's)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
 
@@ -130,7 +135,9 @@ def main() -> None:
 
     shutil.rmtree(args.out, ignore_errors=True)
     os.environ[CACHE_ENV] = str(Path(args.out) / "cache")  # the local work folders of the S3 runs
-    server, s3 = start_server()
+    if args.server_cpu is not None:  # the job (and the Ray workers it starts) off the server's CPU
+        os.sched_setaffinity(0, os.sched_getaffinity(0) - {args.server_cpu})
+    server, s3 = start_server({args.server_cpu} if args.server_cpu is not None else None)
     proxy = S3Proxy(s3.endpoint).start()
     os.environ["AWS_ENDPOINT_URL"] = s3.endpoint  # before Ray starts: its workers inherit it
     init_ray(args.num_cpus)
@@ -177,6 +184,7 @@ def main() -> None:
     medians = {kind: statistics.median(w) for kind, w in walls.items()}
     size = sum(p.stat().st_size for p in corpus.rglob("*") if p.is_file())
     held = f", each S3 request held {args.latency_ms:g} ms" if args.latency_ms else ""
+    held += f", the server alone on CPU {args.server_cpu}" if args.server_cpu is not None else ""
     print(f"\n{args.stage}, corpus {corpus} ({size / 1e6:.1f} MB of files), {args.num_cpus} CPUs, median of "
           f"{args.repeats}{held}; outputs identical: {same} ({len(local_files)} files)")
     for kind, w in walls.items():
