@@ -149,5 +149,6 @@ def work_settings(cfg: DedupStageConfig) -> dict[str, Any]:
     """What decides the work folder's files: the content plus how documents are batched
     and partitioned (files of another partitioning cannot be reused)."""
     run = cfg.run
-    return {**content_settings(cfg), "work_format": WORK_FORMAT, "partitions": run.partitions, "batch_docs": run.batch_docs, "chunk_bytes": run.chunk_bytes,
+    return {**content_settings(cfg), "work_format": WORK_FORMAT, "partitions": run.partitions,
+            "batch_docs": run.batch_docs, "chunk_bytes": run.chunk_bytes,
             "merge": [run.merge_fanin, run.merge_read_bytes, run.merge_task_bytes]}

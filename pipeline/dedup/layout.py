@@ -45,9 +45,9 @@ REQUESTS: Counter = Counter()
 _COUNTING = threading.Lock()  # a task may read several pieces at a time
 
 
-def _count(kind: str, n: int = 1) -> None:
+def _count(kind: str) -> None:
     with _COUNTING:
-        REQUESTS[kind] += n
+        REQUESTS[kind] += 1
 
 
 def reset_requests() -> None:

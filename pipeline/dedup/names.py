@@ -39,9 +39,10 @@ def name_file(cfg: DedupStageConfig, layout: Layout, g: int, offsets: np.ndarray
     row in the index this run writes)."""
     rows = read_piece(asked, g, ASK)
     local = rows[:, 0] - offsets[g]
-    if g < layout.reference_files:
-        ids = load_npz(location(name, cfg.storage), "ids") if len(rows) else np.empty(0, dtype=str)
-        names, index_rows = [str(ids[i]) for i in local], np.full(len(rows), -1, dtype=np.int64)
+    if not len(rows):  # nobody asked: no metadata to read
+        names, index_rows = [], np.empty(0, dtype=np.int64)
+    elif g < layout.reference_files:
+        names, index_rows = [str(i) for i in load_npz(location(name, cfg.storage), "ids")[local]], np.full(len(rows), -1)
     else:
         with open_npz(layout.meta(g)) as meta:
             line, candidate = meta["line"], meta["status"] == STATUS_CODES["candidate"]
